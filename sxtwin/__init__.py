@@ -1,0 +1,1 @@
+"""sxtwin command line (depends on every other package; nothing depends on it)."""

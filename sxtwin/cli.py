@@ -1,0 +1,37 @@
+"""The ``sxtwin`` command line. Conventions (JSON output, exit codes): docs/cli.md."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from sxtwin.commands import data as data_cmd
+from sxtwin.commands import demo as demo_cmd
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="sxtwin",
+    help="Process-control digital twin for rare-earth solvent-extraction plants.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command(name="demo", help="Compute something real and print it (what `make run` shows).")(demo_cmd.demo)
+app.add_typer(data_cmd.app, name="data", help="Inspect shipped chemistry data and where each number comes from.")
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr.")) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,1 @@
+"""Sub-commands of the sxtwin CLI, one module per command group."""
