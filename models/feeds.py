@@ -87,6 +87,11 @@ class FeedValue:
     basis: FeedBasis
     provenance: Provenance
 
+    @property
+    def fraction(self) -> float:
+        """The value as a fraction 0-1 of its basis (percentages divided by 100)."""
+        return self.value if self.basis is FeedBasis.ELEMENT_MASS_FRACTION else self.value / 100.0
+
 
 @dataclass(frozen=True)
 class Feed:
@@ -165,8 +170,9 @@ class Feed:
         out: dict[str, Any] = {
             "feed": self.name, "description": self.description, "basis": self.basis.value,
             "complete": self.complete,
-            "values": [{"element": s, "value": v.value, "basis": v.basis.value,
-                        **v.provenance.to_dict()} for s, v in self.values.items()],
+            "values": [{"element": s, "fraction": v.fraction, "published_value": v.value,
+                        "basis": v.basis.value, **v.provenance.to_dict()}
+                       for s, v in self.values.items()],
         }
         if self.complete:
             out["oxide_fraction_of_treo"] = {s: p / 100.0 for s, p in self.oxide_pct_treo().items()}
@@ -209,8 +215,9 @@ class FeedAggregate:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "aggregate": self.name, "members": list(self.members), "value_pct": self.value_pct,
-            "basis": self.basis, "tolerance_pct": self.tolerance_pct, "claimed": self.claimed,
+            "aggregate": self.name, "members": list(self.members),
+            "fraction": self.value_pct / 100.0, "basis": self.basis,
+            "tolerance_fraction": self.tolerance_pct / 100.0, "claimed": self.claimed,
             **self.provenance.to_dict(),
         }
 
