@@ -301,6 +301,14 @@ class ChemistrySystem:
         return replace(self, elements=merged, **changes)
 
 
+def _switched_on(log10_constant: Any) -> bool:
+    """True when an optional log10 constant is in use: a finite number, or a symbolic CasADi
+    value (``models.calibration`` fits it; ``float()`` of a CasADi symbol is NaN)."""
+    if isinstance(log10_constant, (ca.SX, ca.MX)):
+        return True
+    return math.isfinite(log10_constant)
+
+
 def extractant_capacity_mol_per_l(c_extractant_mol_per_l: float, dimers_per_ion: float = 3.0) -> float:
     """Loading capacity for a trivalent ion: C_HA / (2 * dimers per ion), i.e. C_HA/6."""
     return c_extractant_mol_per_l / (2.0 * dimers_per_ion)
@@ -379,7 +387,7 @@ def ln_distribution(
         if system.activity.active and system.medium is Medium.CHLORIDE:
             ln_gh = ln_h + system.activity.ln_gamma(ionic_strength(h, [x[i] for i in range(len(symbols))], charges))
         cl_term = 0.0
-        if math.isfinite(system.log10_beta_cl) and system.medium is Medium.CHLORIDE:
+        if _switched_on(system.log10_beta_cl) and system.medium is Medium.CHLORIDE:
             cl = anion_concentration(system.medium, h, [x[i] for i in range(len(symbols))], charges)
             cl_term = ca.log(1.0 + 10.0**system.log10_beta_cl * cl)
         inv_t = 1.0 / temperature_k - 1.0 / REFERENCE_TEMPERATURE_K

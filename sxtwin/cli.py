@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from sxtwin.commands import calibrate as calibrate_cmd
 from sxtwin.commands import data as data_cmd
 from sxtwin.commands import demo as demo_cmd
 
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.command(name="demo", help="Compute something real and print it (what `make run` shows).")(demo_cmd.demo)
 app.add_typer(data_cmd.app, name="data", help="Inspect shipped chemistry data and where each number comes from.")
+app.command(name="calibrate", help="Fit chemistry to batch data.")(calibrate_cmd.calibrate_cmd)
 
 
 @app.callback()

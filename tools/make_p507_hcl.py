@@ -1,0 +1,90 @@
+"""Reproduce the shipped chemistry set ``P507-HCl`` (``models/data/p507_hcl.csv``).
+
+What it does (see docs/calibration.md):
+
+1. calibrates ``P507-T21`` to the LLEPE PC88A-HCl compilation with the default
+   :class:`models.calibration.CalibrationOptions` (the same fit as
+   ``sxtwin calibrate models/data/llepe_pc88a_hcl.csv --system P507-T21``): La, Ce, Pr, Nd, Sm,
+   Dy, Y and the shared n and b become DERIVED values;
+2. adds Eu, Gd, Tb (INTERPOLATED in T21) and Ho, Er, Tm, Yb, Lu (ESTIMATED in T21) as T21 values
+   shifted to the chloride level (:func:`models.calibration.extend_by_shift`, rule
+   ``interpolated`` unless ``--shift-rule mean``), keeping their class and saying "shifted";
+3. keeps T21's Na (saponification counter-ion) rows and the extractant constants;
+4. writes the CSV (``--out``, default the shipped file) and prints the catalogue entry.
+
+Run from the repository root::
+
+    .venv/bin/python tools/make_p507_hcl.py --date 2026-11-27
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+
+from models._system_writer import catalogue_entry_toml, system_csv_text
+from models.calibration import CalibrationOptions, ShiftRule, calibrate, extend_by_shift
+from models.equilibrium_data import load_llepe_data
+from models.parameters import load_system
+
+KEY = "P507-HCl"
+ADDED = ("Eu", "Gd", "Tb", "Ho", "Er", "Tm", "Yb", "Lu", "Na")
+DESCRIPTION = (
+    "P507 (PC88A, HEH/EHP) in HCl: La, Ce, Pr, Nd, Sm, Dy, Y and the shared n and b fitted to "
+    "the LLEPE chloride batch data (level of the average study); Eu, Gd, Tb (interpolated) and "
+    "Ho-Lu (estimated) are Tanaka (2021) values shifted to that level; Na from P507-T21."
+)
+
+
+def build(date: str, rule: ShiftRule) -> tuple[str, str]:
+    """The CSV text of P507-HCl and a report of what was fitted and shifted."""
+    command = "python tools/make_p507_hcl.py" + (
+        "" if rule is ShiftRule.INTERPOLATED else f" --shift-rule {rule.value}"
+    )
+    literature = load_system("P507-T21")
+    result = calibrate(load_llepe_data(), literature, CalibrationOptions())
+    fitted = result.to_system(KEY, description=DESCRIPTION, date=date, command=command)
+    system, offsets, shifts = extend_by_shift(fitted, literature, ADDED, rule=rule, command=command)
+    lines = [
+        f"{KEY}: {result.locus(date)}",
+        f"  RMSE log10 D: in-sample {result.rmse.overall:.3f} (with study offsets), "
+        f"set as saved {result.system_rmse.overall:.3f}, cross-validated "
+        f"{result.cv_rmse.overall:.3f}; P507-T21 {result.baseline.overall:.3f}",
+        "  offsets a(calibrated) - a(T21): "
+        + ", ".join(f"{s} {v:+.3f}" for s, v in offsets.items()),
+    ]
+    for sh in shifts:
+        basis = ", ".join(f"{w:.2f} {c}" for c, w in sh.weights.items())
+        lines.append(f"  {sh.element}: shifted by {sh.offset:+.3f} ({basis})")
+    lines.append("")
+    lines.append(catalogue_entry_toml(system, "p507_hcl.csv", table=True))
+    return system_csv_text(system), "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--date", default=datetime.date.today().isoformat(), help="ISO date of the fit")
+    parser.add_argument(
+        "--shift-rule",
+        choices=[r.value for r in ShiftRule],
+        default=ShiftRule.INTERPOLATED.value,
+        help="how unfitted elements are moved to the chloride level",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "models" / "data" / "p507_hcl.csv",
+        help="CSV to write",
+    )
+    args = parser.parse_args(argv)
+    text, report = build(args.date, ShiftRule(args.shift_rule))
+    args.out.write_text(text, encoding="utf-8")
+    sys.stdout.write(report + f"\nwrote {args.out}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
