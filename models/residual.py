@@ -1,0 +1,380 @@
+r"""Stage balances of a whole flowsheet: residual and exact sparse Jacobian.
+
+For every stage *j* of every circuit, with :math:`X, Y` the aqueous and organic concentrations,
+:math:`L_j, G_j` the outflows, :math:`V^a_j, V^o_j` the phase holdups, *In* the metal flux in
+(links from other stages plus fresh feeds) and :math:`r_i` the protons released per ion:
+
+.. math::
+
+    R^\mathrm{el}_{ij} &= \ln\!\Big(\mathit{In}_{ij} + \frac{M^0_{ij}}{\Delta t}\Big)
+        - \ln\!\Big(L_j X_{ij} + G_j Y_{ij} + \frac{M_{ij}}{\Delta t}\Big),
+        \qquad M_{ij} = V^a_j X_{ij} + V^o_j Y_{ij} \\
+    R^\mathrm{H}_{j} &= \Big[A^\mathrm{in}_j - L_j a_j
+        + \sum_i r_i (G_j Y_{ij} - O^\mathrm{in}_{ij}) - \frac{Q_j - Q^0_j}{\Delta t}\Big] / s_c,
+        \qquad Q_j = V^a_j a_j - V^o_j \sum_i r_i Y_{ij} \\
+    R^\mathrm{E}_{j} &= (f_j + \textstyle\sum_i s_i Y_{ij})/(C_\mathrm{HA}/2) - 1
+
+with :math:`a_j` the titratable acidity, :math:`A^\mathrm{in}, O^\mathrm{in}` the acid and
+organic metal fluxes in, and :math:`s_c` a constant acid-flux scale of the circuit. With
+:math:`\Delta t = \infty` these are the steady balances; a finite :math:`\Delta t` gives one
+implicit-Euler step of the holdup dynamics (pseudo-transient continuation). The element
+balances in logarithmic form are scaled by construction: every residual is a relative error,
+whatever the concentration (1 M of the main element or 1e-12 M of a trace).
+
+The Jacobian is assembled exactly from the stage functions' AD Jacobians (:mod:`models.stage`)
+and the linear stream links, as a SciPy CSC matrix. :func:`symbolic_residual` builds the same
+equations as a CasADi MX graph for AD uses (sensitivities, optimisation, dynamics); a test
+checks the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import casadi as ca
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from models.flowsheet import CircuitLayout, Flowsheet
+from models.stage import StageModel
+
+__all__ = ["CircuitState", "FlowValues", "Residual", "symbolic_residual"]
+
+Array = npt.NDArray[np.float64]
+ACID_SCALE_REF_MOL_PER_L = 0.01
+
+
+@dataclass(frozen=True)
+class FlowValues:
+    """Numeric flows for one parameter vector (from :attr:`Flowsheet.flows_function`)."""
+
+    weights: Array
+    l_out: tuple[Array, ...]
+    g_out: tuple[Array, ...]
+    fresh_aq: tuple[Array, ...]
+    fresh_acid: tuple[Array, ...]
+    fresh_org: tuple[Array, ...]
+    v_aq: tuple[Array, ...]
+    v_org: tuple[Array, ...]
+    acid_scale: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class CircuitState:
+    """Everything local about one circuit at one point: concentrations and stage derivatives."""
+
+    lay: CircuitLayout
+    z: Array  # (nv, N)
+    x: Array  # (n, N)
+    y: Array
+    ln_y: Array
+    acid: Array  # (N,)
+    ext: Array
+    d_ln_y: Array  # (N, n, nv)
+    d_acid: Array  # (N, nv)
+    d_ext: Array  # (N, nv)
+
+
+@dataclass(frozen=True)
+class _LinkGroup:
+    target: int
+    source: int
+    phase: str
+    tgt_stage: npt.NDArray[np.int64]
+    src_stage: npt.NDArray[np.int64]
+    weight: npt.NDArray[np.int64]
+    tgt_el: npt.NDArray[np.int64]  # target element positions that exist in the source
+    src_el: npt.NDArray[np.int64]
+
+
+class Residual:
+    """Numeric residual and Jacobian of a flowsheet (fast path of the steady solver)."""
+
+    def __init__(self, flowsheet: Flowsheet) -> None:
+        self.fs = flowsheet
+        self.stages = tuple(StageModel(lay) for lay in flowsheet.circuits)
+        groups: dict[tuple[int, int, str], list[tuple[int, int, int]]] = {}
+        for link in flowsheet.links:
+            groups.setdefault((link.target, link.source, link.phase), []).append(
+                (link.target_stage, link.source_stage, link.weight)
+            )
+        self.groups: list[_LinkGroup] = []
+        for (t, s, ph), items in groups.items():
+            arr = np.array(items, dtype=np.int64)
+            t_els = flowsheet.circuits[t].elements
+            s_els = flowsheet.circuits[s].elements
+            pairs = [(i, s_els.index(e)) for i, e in enumerate(t_els) if e in s_els]
+            self.groups.append(
+                _LinkGroup(t, s, ph, arr[:, 0], arr[:, 1], arr[:, 2],
+                           np.array([a for a, _ in pairs], dtype=np.int64),
+                           np.array([b for _, b in pairs], dtype=np.int64))
+            )
+        self.release = tuple(np.array(lay.system.proton_release(lay.elements)) for lay in flowsheet.circuits)
+
+    # ------------------------------------------------------------------ flows
+    def flows(self, p: Array) -> FlowValues:
+        """Numeric flows, fresh inflows and holdups for parameter vector ``p``."""
+        out = self.fs.flows_function(p)
+        w = np.asarray(out[0]).ravel()
+        k = 1
+        cols: list[list[Array]] = [[] for _ in range(7)]
+        for _ in self.fs.circuits:
+            for q in range(7):
+                cols[q].append(np.asarray(out[k + q]))
+            k += 7
+        l_out = tuple(a.ravel() for a in cols[0])
+        g_out = tuple(a.ravel() for a in cols[1])
+        fresh_acid = tuple(a.ravel() for a in cols[3])
+        scale = tuple(
+            float(fa.sum() + ACID_SCALE_REF_MOL_PER_L * lo.sum()) for fa, lo in zip(fresh_acid, l_out, strict=True)
+        )
+        return FlowValues(
+            weights=w, l_out=l_out, g_out=g_out, fresh_aq=tuple(cols[2]),
+            fresh_acid=fresh_acid, fresh_org=tuple(cols[4]),
+            v_aq=tuple(a.ravel() for a in cols[5]), v_org=tuple(a.ravel() for a in cols[6]),
+            acid_scale=scale,
+        )
+
+    # ------------------------------------------------------------------ local
+    def local(self, z: Array, p: Array, *, jacobian: bool = True) -> tuple[CircuitState, ...]:
+        """Stage functions of every circuit at ``z``."""
+        out = []
+        for lay, st in zip(self.fs.circuits, self.stages, strict=True):
+            n, N, nv = lay.n_el, lay.n_stages, lay.nv
+            zc = z[lay.offset: lay.offset + lay.size].reshape(N, nv).T
+            c_ha = p[self.fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
+            t_k = p[self.fs.parameters.index(f"{lay.name}.temperature_k")]
+            delta = np.array([p[self.fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
+            dmat = np.repeat(delta.reshape(n, 1), N, axis=1)
+            if jacobian:
+                r = st.mapped(zc, c_ha, t_k, dmat)
+                ln_d = np.asarray(r[0])
+                acid = np.asarray(r[1]).ravel()
+                ext = np.asarray(r[2]).ravel()
+                jd = np.asarray(r[3]).reshape(n, N, nv).transpose(1, 0, 2).copy()
+                ja = np.asarray(r[4]).reshape(N, nv)
+                je = np.asarray(r[5]).reshape(N, nv)
+                jd[:, np.arange(n), np.arange(n)] += 1.0  # d ln y / dz = d ln x/dz + d ln D/dz
+            else:
+                r = st.mapped_values(zc, c_ha, t_k, dmat)
+                ln_d = np.asarray(r[0])
+                acid = np.asarray(r[1]).ravel()
+                ext = np.asarray(r[2]).ravel()
+                jd = ja = je = np.empty(0)
+            ln_x = zc[:n]
+            ln_y = ln_x + ln_d
+            out.append(CircuitState(lay, zc, np.exp(ln_x), np.exp(ln_y), ln_y, acid, ext, jd, ja, je))
+        return tuple(out)
+
+    def holdups(self, states: tuple[CircuitState, ...], fv: FlowValues) -> tuple[tuple[Array, Array], ...]:
+        """Metal inventory M (n, N) in mol and acid inventory Q (N,) per circuit."""
+        out = []
+        for c, st in enumerate(states):
+            va, vo = fv.v_aq[c], fv.v_org[c]
+            m = va * st.x + vo * st.y
+            q = va * st.acid - vo * (self.release[c] @ st.y)
+            out.append((m, q))
+        return tuple(out)
+
+    # --------------------------------------------------------------- residual
+    def evaluate(
+        self,
+        z: Array,
+        p: Array,
+        *,
+        fv: FlowValues | None = None,
+        jacobian: bool = True,
+        dt_h: float = np.inf,
+        previous: tuple[tuple[Array, Array], ...] | None = None,
+    ) -> tuple[Array, sp.csc_matrix | None]:
+        """Residual (and CSC Jacobian) at ``z``; with finite ``dt_h`` one implicit-Euler step from ``previous`` holdups."""
+        fv = fv or self.flows(p)
+        states = self.local(z, p, jacobian=jacobian)
+        inv_dt = 0.0 if not np.isfinite(dt_h) else 1.0 / dt_h
+        if inv_dt > 0.0 and previous is None:
+            raise ValueError("a transient step needs the previous holdups")
+        # fluxes in
+        flux_in = [fv.fresh_aq[c] + fv.fresh_org[c] for c in range(len(states))]
+        org_in = [fv.fresh_org[c].copy() for c in range(len(states))]
+        acid_in = [fv.fresh_acid[c].copy() for c in range(len(states))]
+        for g in self.groups:
+            src = states[g.source]
+            w = fv.weights[g.weight]
+            conc = src.x if g.phase == "aq" else src.y
+            contrib = conc[np.ix_(g.src_el, g.src_stage)] * w
+            idx = (g.tgt_el[:, None], np.broadcast_to(g.tgt_stage, (len(g.tgt_el), len(g.tgt_stage))))
+            np.add.at(flux_in[g.target], idx, contrib)
+            if g.phase == "org":
+                np.add.at(org_in[g.target], idx, contrib)
+            else:
+                np.add.at(acid_in[g.target], g.tgt_stage, src.acid[g.src_stage] * w)
+        res_parts = []
+        jac_rows: list[Array] = []
+        jac_cols: list[Array] = []
+        jac_vals: list[Array] = []
+        hold = self.holdups(states, fv) if inv_dt > 0.0 else None
+        row_base = []
+        for c, st in enumerate(states):
+            lay = st.lay
+            n, N, nv = lay.n_el, lay.n_stages, lay.nv
+            r = self.release[c]
+            lo, go = fv.l_out[c], fv.g_out[c]
+            va, vo = fv.v_aq[c], fv.v_org[c]
+            m_old, q_old = previous[c] if previous is not None else (0.0, 0.0)
+            infl = flux_in[c] + inv_dt * m_old
+            outfl = lo * st.x + go * st.y + inv_dt * (va * st.x + vo * st.y)
+            r_el = np.log(infl) - np.log(outfl)
+            q_now = va * st.acid - vo * (r @ st.y)
+            released = r @ (go * st.y - org_in[c])
+            r_h = (acid_in[c] - lo * st.acid + released - inv_dt * (q_now - q_old)) / fv.acid_scale[c]
+            block = np.zeros((nv, N))
+            block[:n] = r_el
+            block[n] = r_h
+            if lay.has_f:
+                block[n + 1] = st.ext
+            res_parts.append(block.T.ravel())
+            row_base.append((infl, outfl))
+            if not jacobian:
+                continue
+            base = lay.offset + np.arange(N) * nv  # (N,)
+            # (a) element rows, own stage: -(L X e_i + G Y dlnY + (Va X e_i + Vo Y dlnY)/dt)/Out
+            coef_x = (lo + inv_dt * va)[None, :] * st.x  # (n, N)
+            coef_y = (go + inv_dt * vo)[None, :] * st.y
+            vals = coef_y.T[:, :, None] * st.d_ln_y  # (N, n, nv)
+            vals[:, np.arange(n), np.arange(n)] += coef_x.T
+            vals = -vals / outfl.T[:, :, None]
+            rows = (base[:, None] + np.arange(n)[None, :])[:, :, None] + 0 * np.arange(nv)[None, None, :]
+            cols = base[:, None, None] + np.arange(nv)[None, None, :] + 0 * np.arange(n)[None, :, None]
+            jac_rows.append(rows.ravel())
+            jac_cols.append(cols.ravel())
+            jac_vals.append(vals.ravel())
+            # (c) acid row, own stage
+            gy = ((go + inv_dt * vo)[None, :] * st.y) * r[:, None]  # (n, N)
+            vals_h = np.einsum("in,niv->nv", gy, st.d_ln_y) - (lo + inv_dt * va)[:, None] * st.d_acid
+            vals_h /= fv.acid_scale[c]
+            jac_rows.append(np.repeat(base + n, nv))
+            jac_cols.append((base[:, None] + np.arange(nv)[None, :]).ravel())
+            jac_vals.append(vals_h.ravel())
+            # (e) extractant row, own stage
+            if lay.has_f:
+                jac_rows.append(np.repeat(base + n + 1, nv))
+                jac_cols.append((base[:, None] + np.arange(nv)[None, :]).ravel())
+                jac_vals.append(st.d_ext.ravel())
+        if jacobian:
+            for g in self.groups:
+                tgt = states[g.target]
+                src = states[g.source]
+                tl, sl = tgt.lay, src.lay
+                w = fv.weights[g.weight]  # (L,)
+                infl = row_base[g.target][0]
+                te, se = g.tgt_el, g.src_el  # (k,)
+                ts, ss = g.tgt_stage, g.src_stage  # (L,)
+                row_el = tl.offset + ts[None, :] * tl.nv + te[:, None]  # (k, L)
+                scale_in = w[None, :] / infl[np.ix_(te, ts)]  # (k, L)
+                if g.phase == "aq":
+                    # (b) element rows: d ln In / d ln x_src
+                    col = sl.offset + ss[None, :] * sl.nv + se[:, None]
+                    jac_rows.append(row_el.ravel())
+                    jac_cols.append(col.ravel())
+                    jac_vals.append((scale_in * src.x[np.ix_(se, ss)]).ravel())
+                    # (d) acid row: + w d acid_src / dz_src
+                    rows_h = np.repeat(tl.offset + ts * tl.nv + tl.n_el, sl.nv)
+                    cols_h = (sl.offset + ss[:, None] * sl.nv + np.arange(sl.nv)[None, :]).ravel()
+                    jac_rows.append(rows_h)
+                    jac_cols.append(cols_h)
+                    jac_vals.append((w[:, None] * src.d_acid[ss] / fv.acid_scale[g.target]).ravel())
+                else:
+                    # (b) element rows: d ln In / dz_src through Y_src
+                    yv = src.y[np.ix_(se, ss)]  # (k, L)
+                    dly = src.d_ln_y[ss][:, se, :]  # (L, k, nvs)
+                    vals = (scale_in * yv).T[:, :, None] * dly  # (L, k, nvs)
+                    rows = np.broadcast_to(row_el.T[:, :, None], vals.shape)
+                    cols = np.broadcast_to(
+                        (sl.offset + ss * sl.nv)[:, None, None] + np.arange(sl.nv)[None, None, :], vals.shape
+                    )
+                    jac_rows.append(rows.ravel())
+                    jac_cols.append(cols.ravel())
+                    jac_vals.append(vals.ravel())
+                    # (d) acid row: - sum_i r_i w Y_src dlnY_src/dz_src
+                    rt = self.release[g.target][te]  # (k,)
+                    vals_h = -np.einsum("k,kl,lkv->lv", rt, yv * w[None, :], dly) / fv.acid_scale[g.target]
+                    rows_h = np.repeat(tl.offset + ts * tl.nv + tl.n_el, sl.nv)
+                    cols_h = ((sl.offset + ss * sl.nv)[:, None] + np.arange(sl.nv)[None, :]).ravel()
+                    jac_rows.append(rows_h)
+                    jac_cols.append(cols_h)
+                    jac_vals.append(vals_h.ravel())
+        res = np.concatenate(res_parts)
+        if not jacobian:
+            return res, None
+        nz = self.fs.n_unknowns
+        jac = sp.csc_matrix(
+            (np.concatenate(jac_vals), (np.concatenate(jac_rows), np.concatenate(jac_cols))), shape=(nz, nz)
+        )
+        return res, jac
+
+    @cached_property
+    def n(self) -> int:
+        """Number of unknowns."""
+        return self.fs.n_unknowns
+
+
+def symbolic_residual(flowsheet: Flowsheet) -> ca.Function:
+    """The steady residual ``R(z, p)`` as a CasADi MX function (same equations as :class:`Residual`).
+
+    Used for automatic differentiation with respect to parameters (sensitivities), for the
+    optimiser and for cross-checking the assembled Jacobian.
+    """
+    fs = flowsheet
+    z = ca.MX.sym("z", fs.n_unknowns)
+    p = ca.MX.sym("p", fs.parameters.values.shape[0])
+    flows = fs.flows_function(p)
+    w = flows[0]
+    per = [flows[1 + 7 * c: 1 + 7 * (c + 1)] for c in range(len(fs.circuits))]
+    xs, ys, acids, exts, lnys = [], [], [], [], []
+    for lay in fs.circuits:
+        st = StageModel(lay)
+        n, N, nv = lay.n_el, lay.n_stages, lay.nv
+        zc = ca.reshape(z[lay.offset: lay.offset + lay.size], nv, N)
+        c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
+        t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
+        delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
+        ln_d, acid, ext = st.mapped_values(zc, c_ha, t_k, ca.repmat(delta, 1, N))
+        ln_x = zc[:n, :]
+        xs.append(ca.exp(ln_x))
+        lnys.append(ln_x + ln_d)
+        ys.append(ca.exp(ln_x + ln_d))
+        acids.append(acid)
+        exts.append(ext)
+    flux_in = [per[c][2] + per[c][4] for c in range(len(fs.circuits))]
+    org_in = [per[c][4] for c in range(len(fs.circuits))]
+    acid_in = [per[c][3] for c in range(len(fs.circuits))]
+    res = Residual(fs)
+    for g in res.groups:
+        tl, sl = fs.circuits[g.target], fs.circuits[g.source]
+        sel = ca.DM(sp.csr_matrix((np.ones(len(g.tgt_el)), (g.tgt_el, g.src_el)), shape=(tl.n_el, sl.n_el)).toarray())
+        spar = ca.Sparsity.triplet(sl.n_stages, tl.n_stages, [int(v) for v in g.src_stage], [int(v) for v in g.tgt_stage])
+        # weights in the order CasADi stores the nonzeros (column-major)
+        order = np.lexsort((g.src_stage, g.tgt_stage))
+        wm = ca.MX(spar, w[[int(v) for v in g.weight[order]]])
+        conc = xs[g.source] if g.phase == "aq" else ys[g.source]
+        contrib = ca.mtimes(ca.mtimes(sel, conc), wm)
+        flux_in[g.target] = flux_in[g.target] + contrib
+        if g.phase == "org":
+            org_in[g.target] = org_in[g.target] + contrib
+        else:
+            acid_in[g.target] = acid_in[g.target] + ca.mtimes(acids[g.source], wm)
+    out = []
+    for c, lay in enumerate(fs.circuits):
+        n, N = lay.n_el, lay.n_stages
+        lo, go = per[c][0], per[c][1]
+        fresh_acid = per[c][3]
+        r = ca.DM(res.release[c]).T
+        r_el = ca.log(flux_in[c]) - ca.log(ca.repmat(lo, n, 1) * xs[c] + ca.repmat(go, n, 1) * ys[c])
+        released = ca.mtimes(r, ca.repmat(go, n, 1) * ys[c] - org_in[c])
+        scale = ca.sum2(fresh_acid) + ACID_SCALE_REF_MOL_PER_L * ca.sum2(lo)
+        r_h = (acid_in[c] - lo * acids[c] + released) / scale
+        rows = [r_el, r_h] + ([exts[c]] if lay.has_f else [])
+        out.append(ca.vec(ca.vertcat(*rows)))
+    return ca.Function("residual", [z, p], [ca.vertcat(*out)], ["z", "p"], ["r"])

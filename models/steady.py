@@ -1,0 +1,454 @@
+"""Steady state of a whole flowsheet from one Newton-type solve of the sparse residual.
+
+Method: pseudo-transient continuation (implicit-Euler steps of the holdup dynamics with a
+growing step, each solved by Newton with the exact sparse Jacobian of
+:mod:`models.residual`), then Newton on the steady residual. From a start-up state (barren
+organic, acid-filled stages) this needs no hand-made initial guess; from a previous solution
+(warm start) plain Newton is tried first. Unknowns are logarithms, so concentrations stay
+positive and a 1e-12 M trace is resolved as well as the main element.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse.linalg as spla
+
+from models.elements import reo_purity
+from models.errors import ConvergenceError
+from models.flowsheet import Flowsheet
+from models.labelled import LabelledVector
+from models.provenance import RestsOn
+from models.residual import CircuitState, FlowValues, Residual
+
+__all__ = [
+    "CircuitProfile",
+    "ProductResult",
+    "SteadyOptions",
+    "SteadyResult",
+    "SteadySolver",
+    "StreamResult",
+    "startup_state",
+]
+
+Array = npt.NDArray[np.float64]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SteadyOptions:
+    """Options of the steady solver.
+
+    Attributes
+    ----------
+    tol
+        Converged when the max-norm of the steady residual is below this (relative units).
+    max_newton
+        Newton iterations per solve (final solve and each continuation step).
+    dt0_h
+        First pseudo-time step, h.
+    dt_max_h
+        Pseudo-time step from which the final steady Newton solve is attempted, h.
+    growth
+        Factor on the step after a continuation step that converged in few iterations.
+    max_steps
+        Continuation steps before giving up.
+    """
+
+    tol: float = 1e-11
+    max_newton: int = 12
+    dt0_h: float = 1.0
+    dt_max_h: float = 1e6
+    growth: float = 4.0
+    max_steps: int = 200
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """A stream leaving a circuit (steady)."""
+
+    name: str
+    phase: Literal["aqueous", "organic"]
+    flow_l_per_h: float
+    composition_mol_per_l: dict[str, float]
+
+    def flux_mol_per_h(self) -> dict[str, float]:
+        """Metal flux, mol/h."""
+        return {s: c * self.flow_l_per_h for s, c in self.composition_mol_per_l.items()}
+
+
+@dataclass(frozen=True)
+class ProductResult:
+    """A declared product: its stream, purity (REO basis) and recovery (of plant feed), 0-1."""
+
+    name: str
+    stream: str
+    main_element: str
+    purity: float
+    recovery: float
+    flow_l_per_h: float
+    composition_mol_per_l: dict[str, float]
+    purity_min: float | None
+    recovery_min: float | None
+
+    @property
+    def on_spec(self) -> bool:
+        """True when purity and recovery meet their minima."""
+        return (self.purity_min is None or self.purity >= self.purity_min) and (
+            self.recovery_min is None or self.recovery >= self.recovery_min
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "name": self.name, "stream": self.stream, "main_element": self.main_element,
+            "purity": self.purity, "recovery": self.recovery, "flow_l_per_h": self.flow_l_per_h,
+            "composition_mol_per_l": self.composition_mol_per_l, "purity_min": self.purity_min,
+            "recovery_min": self.recovery_min, "on_spec": self.on_spec,
+        }
+
+
+@dataclass(frozen=True)
+class CircuitProfile:
+    """Stage profiles of one circuit (both phases, acidity, loading)."""
+
+    name: str
+    stages: tuple[str, ...]
+    sections: tuple[str, ...]
+    elements: tuple[str, ...]
+    aqueous_mol_per_l: Array  # (n_el, N)
+    organic_mol_per_l: Array
+    h_mol_per_l: Array  # (N,)
+    loading_fraction: Array  # (N,) extractant in use, nan unless mass action
+    mass_balance_rel_error: dict[str, float]
+
+    @property
+    def ph(self) -> Array:
+        """pH per stage (concentration scale)."""
+        return -np.log10(self.h_mol_per_l)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "name": self.name, "stages": list(self.stages), "sections": list(self.sections),
+            "elements": list(self.elements),
+            "aqueous_mol_per_l": {s: self.aqueous_mol_per_l[i].tolist() for i, s in enumerate(self.elements)},
+            "organic_mol_per_l": {s: self.organic_mol_per_l[i].tolist() for i, s in enumerate(self.elements)},
+            "ph": self.ph.tolist(), "loading_fraction": self.loading_fraction.tolist(),
+            "mass_balance_rel_error": self.mass_balance_rel_error,
+        }
+
+
+@dataclass(frozen=True)
+class SteadyResult:
+    """Outcome of a steady solve (typed; the caller decides any fallback).
+
+    Attributes
+    ----------
+    success, status, message
+        Outcome; ``status`` is ``"converged"`` or ``"failed"``.
+    iterations, continuation_steps, wall_time_s, method
+        Effort.
+    z, parameters
+        Solution vector (log unknowns) and the labelled parameters it was solved for.
+    circuits, streams, products
+        Stage profiles, every outlet stream, declared products with purity and recovery.
+    max_mass_balance_rel_error
+        Largest relative element-balance error over circuits, computed from boundary streams.
+    rests_on
+        Non-measured parameters the answer rests on.
+    extrapolated
+        Notes on stages where the chemistry is used outside its fitted range.
+    """
+
+    success: bool
+    status: str
+    message: str
+    iterations: int
+    continuation_steps: int
+    wall_time_s: float
+    method: str
+    z: Array
+    parameters: LabelledVector
+    circuits: tuple[CircuitProfile, ...]
+    streams: tuple[StreamResult, ...]
+    products: tuple[ProductResult, ...]
+    max_mass_balance_rel_error: float
+    rests_on: tuple[RestsOn, ...]
+    extrapolated: tuple[str, ...] = field(default_factory=tuple)
+
+    def stream(self, name: str) -> StreamResult:
+        """An outlet stream by name."""
+        for s in self.streams:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def product(self, name: str) -> ProductResult:
+        """A declared product by name."""
+        for p in self.products:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def circuit(self, name: str) -> CircuitProfile:
+        """A circuit profile by name."""
+        for c in self.circuits:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+def startup_state(fs: Flowsheet, p: Array) -> Array:
+    """A start-up state: barren organic, stages filled with their section's acid, traces of metal.
+
+    Metals start at 1e-6 of the circuit's feed-stage concentration estimate so that every
+    logarithm is defined; free extractant at its total (barren organic).
+    """
+    z = np.zeros(fs.n_unknowns)
+    pv = {n: p[i] for i, n in enumerate(fs.parameters.names)}
+    feed_conc: dict[str, float] = {}
+    for f in fs.spec.feeds:
+        for s in f.concentrations_mol_per_l():
+            feed_conc[s] = max(feed_conc.get(s, 0.0), pv[f"{f.name}.conc_mol_per_l.{s}"])
+    for lay in fs.circuits:
+        c = lay.spec
+        feed_acid = 0.01
+        if c.feed in {f.name for f in fs.spec.feeds}:
+            feed_acid = pv[f"{c.feed}.acidity_mol_per_l"]
+        for j in range(lay.n_stages):
+            sec = lay.section(j)
+            if sec == "strip":
+                h = pv[f"{c.name}.strip_acid_mol_per_l"]
+            elif sec == "scrub" and pv[f"{c.name}.scrub_acid_mol_per_l"] > 0:
+                h = pv[f"{c.name}.scrub_acid_mol_per_l"]
+            else:
+                h = feed_acid
+            base = lay.offset + j * lay.nv
+            for i, s in enumerate(lay.elements):
+                z[base + i] = math.log(1e-6 * max(feed_conc.get(s, 1e-3), 1e-9))
+            z[base + lay.n_el] = math.log(max(h, 1e-6))
+            if lay.has_f:
+                z[base + lay.n_el + 1] = math.log(0.5 * pv[f"{c.name}.extractant_mol_per_l"] * 0.999)
+    return z
+
+
+class SteadySolver:
+    """Builds the residual of a flowsheet once; solves it for any parameter vector.
+
+    Parameters
+    ----------
+    flowsheet
+        The plant structure.
+    options
+        Solver options.
+    """
+
+    def __init__(self, flowsheet: Flowsheet, options: SteadyOptions | None = None) -> None:
+        self.fs = flowsheet
+        self.options = options or SteadyOptions()
+        self.residual = Residual(flowsheet)
+
+    # ----------------------------------------------------------------- Newton
+    def _newton(
+        self, z: Array, p: Array, fv: FlowValues, dt_h: float,
+        previous: tuple[tuple[Array, Array], ...] | None, tol: float,
+    ) -> tuple[Array, bool, int, float]:
+        opts = self.options
+        r, jac = self.residual.evaluate(z, p, fv=fv, dt_h=dt_h, previous=previous)
+        norm = float(np.max(np.abs(r)))
+        it = 0
+        while norm > tol and it < opts.max_newton:
+            if not np.all(np.isfinite(r)):
+                return z, False, it, math.inf
+            try:
+                dz = -spla.splu(jac, permc_spec="MMD_AT_PLUS_A").solve(r)
+            except RuntimeError:
+                return z, False, it, norm
+            big = float(np.max(np.abs(dz)))
+            if not math.isfinite(big):
+                return z, False, it, norm
+            if big > 3.0:
+                dz *= 3.0 / big
+            alpha = 1.0
+            phi0 = float(r @ r)
+            while True:
+                z_try = z + alpha * dz
+                r_try, jac_try = self.residual.evaluate(z_try, p, fv=fv, dt_h=dt_h, previous=previous)
+                phi = float(r_try @ r_try)
+                if math.isfinite(phi) and (phi < (1.0 - 1e-4 * alpha) * phi0 or alpha < 1e-3):
+                    break
+                alpha *= 0.5
+            z, r, jac = z_try, r_try, jac_try
+            norm = float(np.max(np.abs(r)))
+            it += 1
+        return z, norm <= tol, it, norm
+
+    # ------------------------------------------------------------------ solve
+    def solve(
+        self, p: Array | None = None, z0: Array | None = None, *, raise_on_failure: bool = False
+    ) -> SteadyResult:
+        """Steady state for parameters ``p`` (default: the spec's design point).
+
+        ``z0`` is a warm start (a previous solution's ``z``); without it the solve starts
+        from :func:`startup_state` with pseudo-transient continuation.
+        """
+        opts = self.options
+        t0 = time.perf_counter()
+        pv = self.fs.parameter_vector() if p is None else np.asarray(p, dtype=float)
+        fv = self.residual.flows(pv)
+        iterations = 0
+        steps = 0
+        method = "newton"
+        success = False
+        norm = math.inf
+        z = None
+        if z0 is not None:
+            z, success, it, norm = self._newton(np.array(z0, dtype=float), pv, fv, math.inf, None, opts.tol)
+            iterations += it
+        if not success:
+            method = "pseudo-transient continuation + newton"
+            z = np.array(z0, dtype=float) if z0 is not None else startup_state(self.fs, pv)
+            dt = opts.dt0_h
+            while steps < opts.max_steps:
+                states = self.residual.local(z, pv, jacobian=False)
+                prev = self.residual.holdups(states, fv)
+                z_new, ok, it, nrm = self._newton(z, pv, fv, dt, prev, 1e-9)
+                iterations += it
+                steps += 1
+                if not ok:
+                    dt /= 4.0
+                    if dt < 1e-6:
+                        break
+                    continue
+                z = z_new
+                if dt >= opts.dt_max_h:
+                    z_fin, success, it, norm = self._newton(z, pv, fv, math.inf, None, opts.tol)
+                    iterations += it
+                    if success:
+                        z = z_fin
+                        break
+                dt *= opts.growth if it <= 4 else 1.0
+        wall = time.perf_counter() - t0
+        if not success or z is None:
+            msg = f"steady state not found after {steps} continuation steps and {iterations} Newton iterations (residual {norm:.2e})"
+            if raise_on_failure:
+                raise ConvergenceError(msg, details={"iterations": iterations, "residual_norm": norm})
+            z_out = z if z is not None else np.full(self.fs.n_unknowns, np.nan)
+            return self._result(z_out, pv, fv, False, msg, iterations, steps, wall, method)
+        return self._result(z, pv, fv, True, "converged", iterations, steps, wall, method)
+
+    # ----------------------------------------------------------------- report
+    def _result(
+        self, z: Array, p: Array, fv: FlowValues, success: bool, message: str,
+        iterations: int, steps: int, wall: float, method: str,
+    ) -> SteadyResult:
+        fs = self.fs
+        states = self.residual.local(z, p, jacobian=False) if np.all(np.isfinite(z)) else None
+        streams: list[StreamResult] = []
+        circuits: list[CircuitProfile] = []
+        extrapolated: list[str] = []
+        max_err = math.nan
+        if states is not None:
+            streams = [self._stream(o, states, fv) for o in fs.outlets]
+            balances = self._mass_balances(states, fv, p)
+            max_err = max((e for b in balances for e in b.values()), default=0.0)
+            for c, st in enumerate(states):
+                circuits.append(self._profile(st, balances[c]))
+                extrapolated += _extrapolation_notes(st)
+        feed_in = fs.feed_inflow_mol_per_h(p)
+        products = []
+        for ps in fs.spec.products:
+            s = next((x for x in streams if x.name == ps.stream), None)
+            if s is None:
+                continue
+            flux = s.flux_mol_per_h()
+            purity = reo_purity(flux, ps.main_element)
+            fed = feed_in.get(ps.main_element, 0.0)
+            recovery = flux.get(ps.main_element, 0.0) / fed if fed > 0 else math.nan
+            products.append(ProductResult(
+                ps.name, ps.stream, ps.main_element, purity, recovery, s.flow_l_per_h,
+                s.composition_mol_per_l, ps.purity_min, ps.recovery_min,
+            ))
+        return SteadyResult(
+            success=success, status="converged" if success else "failed", message=message,
+            iterations=iterations, continuation_steps=steps, wall_time_s=wall, method=method,
+            z=z, parameters=LabelledVector(fs.parameters.names, p), circuits=tuple(circuits),
+            streams=tuple(streams), products=tuple(products), max_mass_balance_rel_error=max_err,
+            rests_on=fs.rests_on(), extrapolated=tuple(extrapolated),
+        )
+
+    def _stream(self, o: Any, states: tuple[CircuitState, ...], fv: FlowValues) -> StreamResult:
+        st = states[o.circuit]
+        conc = st.x[:, o.stage] if o.phase == "aq" else st.y[:, o.stage]
+        return StreamResult(
+            o.name, "aqueous" if o.phase == "aq" else "organic", float(fv.weights[o.weight]),
+            {s: float(conc[i]) for i, s in enumerate(st.lay.elements)},
+        )
+
+    def _mass_balances(self, states: tuple[CircuitState, ...], fv: FlowValues, p: Array) -> list[dict[str, float]]:
+        """Relative element balance error per circuit, from the boundary streams."""
+        fs = self.fs
+        inflow = [dict.fromkeys(st.lay.elements, 0.0) for st in states]
+        outflow = [dict.fromkeys(st.lay.elements, 0.0) for st in states]
+        for c, st in enumerate(states):
+            fresh = (fv.fresh_aq[c] + fv.fresh_org[c]).sum(axis=1)
+            for i, s in enumerate(st.lay.elements):
+                inflow[c][s] += float(fresh[i])
+        for link in fs.links:
+            if link.source == link.target:
+                continue
+            src = states[link.source]
+            conc = src.x if link.phase == "aq" else src.y
+            w = fv.weights[link.weight]
+            for i, s in enumerate(src.lay.elements):
+                inflow[link.target][s] += float(conc[i, link.source_stage] * w)
+        for o in fs.outlets:
+            st = states[o.circuit]
+            conc = st.x if o.phase == "aq" else st.y
+            w = fv.weights[o.weight]
+            for i, s in enumerate(st.lay.elements):
+                outflow[o.circuit][s] += float(conc[i, o.stage] * w)
+        out = []
+        for c in range(len(states)):
+            out.append({
+                s: abs(inflow[c][s] - outflow[c][s]) / inflow[c][s]
+                for s in inflow[c] if inflow[c][s] > 0.0
+            })
+        return out
+
+    def _profile(self, st: CircuitState, balance: dict[str, float]) -> CircuitProfile:
+        lay = st.lay
+        h = np.exp(st.z[lay.n_el])
+        if lay.has_f:
+            f = np.exp(st.z[lay.n_el + 1])
+            c_d = (f + np.array(lay.system.dimers_per_ion(lay.elements)) @ st.y)
+            loading = 1.0 - f / c_d
+        else:
+            loading = np.full(lay.n_stages, np.nan)
+        return CircuitProfile(
+            name=lay.name, stages=lay.stage_labels(),
+            sections=tuple(lay.section(j) for j in range(lay.n_stages)), elements=lay.elements,
+            aqueous_mol_per_l=st.x.copy(), organic_mol_per_l=st.y.copy(), h_mol_per_l=h,
+            loading_fraction=loading, mass_balance_rel_error=balance,
+        )
+
+
+def _extrapolation_notes(st: CircuitState) -> list[str]:
+    lay = st.lay
+    lo, hi = lay.system.valid_ph
+    notes = []
+    ph = -np.log10(np.exp(st.z[lay.n_el]))
+    bad = [lay.stage_labels()[j] for j in range(lay.n_stages) if not lo <= ph[j] <= hi]
+    if bad:
+        notes.append(
+            f"{lay.name}: pH outside the fitted range {lo:g}..{hi:g} of {lay.system.key} at stages "
+            f"{', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''} (min pH {ph.min():.2f}, max {ph.max():.2f})"
+        )
+    return notes
