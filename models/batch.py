@@ -191,7 +191,8 @@ def batch_equilibrium(
     y = ca.exp(ln_x + ln_d)
     h = ca.exp(ln_h)
     res = [ca.log(tot) - (ln_x + ca.log(1.0 + r * ca.exp(ln_d)))]
-    t_h0 = float(acidity_total(system.medium, h0, list(x0), charges)) - r * float(np.dot(release, y0))
+    # the given acidity is titratable (free H+ plus HSO4- in sulfate), as documented above
+    t_h0 = h0 - r * float(np.dot(release, y0))
     t_h = acidity_total(system.medium, h, [x[i] for i in range(n)], charges) - r * ca.dot(ca.DM(release), y)
     scale_h = acidity_total(system.medium, h, [x[i] for i in range(n)], charges) + r * ca.dot(ca.DM(release), y) + abs(t_h0)
     res.append((t_h - t_h0) / scale_h)

@@ -30,8 +30,8 @@ def proton_balance_residual(key: str, feed: AqueousPhase, org: OrganicPhase, r: 
     y0 = dict(org.loading_mol_per_l)
     if org.saponification:
         y0["Na"] = y0.get("Na", 0.0) + org.saponification * org.extractant_mol_per_l
-    x0 = [feed.concentrations_mol_per_l.get(s, 0.0) for s in syms]
-    before = (float(acidity_total(system.medium, feed.acidity_mol_per_l, x0, charges))
+    # the feed acidity is titratable (free H+ plus HSO4- in sulfate), as AqueousPhase documents
+    before = (feed.acidity_mol_per_l
               - r * sum(q * y0.get(s, 0.0) for q, s in zip(release, syms, strict=True)))
     after = (float(acidity_total(system.medium, res.acidity_mol_per_l, list(res.aqueous.values),
                                  charges))
