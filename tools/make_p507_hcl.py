@@ -66,7 +66,9 @@ def build(date: str, rule: ShiftRule) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--date", default=datetime.date.today().isoformat(), help="ISO date of the fit")
+    parser.add_argument(
+        "--date", default=datetime.date.today().isoformat(), help="ISO date of the fit"
+    )
     parser.add_argument(
         "--shift-rule",
         choices=[r.value for r in ShiftRule],

@@ -52,7 +52,7 @@ def _save(result: CalibrationResult, directory: Path, key: str, command: str) ->
     csv_path.write_text(system_csv_text(system), encoding="utf-8")
     comments = [
         f"Calibrated chemistry system {key}: {result.locus(date)}.",
-        f"Reproduce with: {command} --save {directory}",
+        f"Reproduce with: {command} --save {directory} --key {key}",
         "Load with models.parameters.load_system_file(Path(this file)).",
     ]
     toml_path.write_text(
