@@ -34,6 +34,13 @@ Queries
 Times
     In: timezone-aware ``datetime``. Out: UTC ``datetime``. Stored as integer microseconds since
     the Unix epoch, UTC.
+
+Errors
+    Bad input raises :class:`~models.errors.InputError` naming the field; an unknown id
+    :class:`~models.errors.NotFoundError`; a move the state does not allow (deciding a decided
+    proposal, acknowledging twice) :class:`~models.errors.ConflictError`. Failures of the database
+    itself (server unreachable, disk full) propagate as ``sqlalchemy.exc.SQLAlchemyError``: they
+    are not sxtwin's to explain, and nothing was recorded.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import numpy as np
 from sqlalchemy import (
@@ -103,6 +110,9 @@ from twin.historian_records import (
     to_us,
     utc_now,
 )
+
+if TYPE_CHECKING:
+    from twin.settings import Settings
 
 __all__ = ["MAX_PAGE", "PROPOSAL_TRANSITIONS", "Downsampler", "Historian"]
 
@@ -374,7 +384,7 @@ class Historian:
         log.info("historian open: %s", self.url)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Historian:
+    def from_settings(cls, settings: Settings) -> Historian:
         """A historian on ``settings.resolved_database_url`` (a :class:`twin.settings.Settings`).
 
         Creates the data directory first.
