@@ -67,6 +67,12 @@ mkdir -p "$PGDIR"
 chown "$OWNER" "$PGDIR"
 chmod 700 "$PGDIR"
 
+MAJOR=$(basename "$(dirname "$BINDIR")")
+if [ -f "$DATA/PG_VERSION" ] && [ "$(cat "$DATA/PG_VERSION")" != "$MAJOR" ]; then
+    log "cluster in $DATA is PostgreSQL $(cat "$DATA/PG_VERSION"), binaries are $MAJOR: recreating"
+    as_owner "$BINDIR/pg_ctl" -D "$DATA" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$DATA"
+fi
 if [ ! -f "$DATA/PG_VERSION" ]; then
     log "initdb in $DATA"
     rm -rf "$DATA"

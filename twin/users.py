@@ -76,7 +76,7 @@ _SCRYPT_R: Final = 8
 _SCRYPT_P: Final = 5
 _SALT_BYTES: Final = 16
 _KEY_BYTES: Final = 32
-_MAX_SCRYPT_N: Final = 2**20
+_MAX_SCRYPT_N_TIMES_R: Final = 2**21  # scrypt needs 128*n*r bytes
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HASH_RE: Final = re.compile(r"scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9_-]+\$[A-Za-z0-9_-]+")
 _MIN_PASSWORD_CHARS: Final = 8
@@ -132,8 +132,18 @@ def _parse_hash(password_hash: str, field: str) -> tuple[int, int, int, bytes, b
         raise bad_value(field, password_hash[:16] + "...", "a hash 'scrypt$n$r$p$salt$hash'")
     _, n_text, r_text, p_text, salt_text, key_text = password_hash.split("$")
     n, r, p = int(n_text), int(r_text), int(p_text)
-    if n < 2 or n > _MAX_SCRYPT_N or n & (n - 1) or not 1 <= r <= 64 or not 1 <= p <= 64:
-        raise bad_value(field, f"n={n}, r={r}, p={p}", "n a power of 2 <= 2**20, 1 <= r, p <= 64")
+    if (
+        n < 2
+        or n & (n - 1)
+        or not 1 <= r <= 64
+        or not 1 <= p <= 64
+        or n * r > _MAX_SCRYPT_N_TIMES_R
+    ):
+        raise bad_value(
+            field,
+            f"n={n}, r={r}, p={p}",
+            "n a power of 2, 1 <= r, p <= 64, n*r <= 2**21 (256 MiB of memory)",
+        )
     try:
         salt, key = _b64decode(salt_text), _b64decode(key_text)
     except (binascii.Error, ValueError):
