@@ -21,7 +21,8 @@ from sqlalchemy import update
 
 from models.errors import ConflictError, InputError, NotFoundError
 from twin import historian_schema
-from twin.historian import MAX_PAGE, Downsampler, Historian
+from twin.historian import MAX_PAGE, Historian
+from twin.historian_downsampler import Downsampler
 from twin.historian_records import (
     Aggregate,
     EstimateSnapshot,
