@@ -246,6 +246,12 @@ class Flowsheet:
         for c in self.circuits:
             for r in c.system.rests_on(c.elements):
                 out[r.parameter] = r
+        for f in self.spec.feeds:
+            if f.basket is not None:
+                from models.feeds import load_feed
+
+                for r in load_feed(f.basket).rests_on():
+                    out[r.parameter] = r
         return tuple(out[k] for k in sorted(out))
 
     def feed_inflow_mol_per_h(self, p: np.ndarray) -> dict[str, float]:
@@ -434,13 +440,13 @@ def build_flowsheet(spec: PlantSpec) -> Flowsheet:
                     fresh_org[i, n] += P(f"{fs.name}.flow_l_per_h") * conc
             if fs.phase == "aqueous":
                 fresh_acid[0, fs_idx] += P(f"{fs.name}.flow_l_per_h") * P(f"{fs.name}.acidity_mol_per_l")
-        # stage phase volumes: mixer + settler, split by the flow ratio (for holdups)
+        # stage phase volumes: mixer + settler, split by the design flow ratio (constant: the
+        # settler layers are held by weirs, so a flow move does not jump the inventories)
         v_stage = c.mixer_volume_l + c.settler_volume_l
-        va, vo = [], []
-        for j in range(N):
-            tot = l_out[j] + g_out[j]
-            va.append(v_stage * l_out[j] / tot)
-            vo.append(v_stage * g_out[j] / tot)
+        design = ca.Function("design", [p_sym], [ca.horzcat(*l_out), ca.horzcat(*g_out)])(np.array(values))
+        l_d, g_d = np.asarray(design[0]).ravel(), np.asarray(design[1]).ravel()
+        va = [ca.SX(v_stage * l_d[j] / (l_d[j] + g_d[j])) for j in range(N)]
+        vo = [ca.SX(v_stage * g_d[j] / (l_d[j] + g_d[j])) for j in range(N)]
         built[lay.index] = (
             ca.horzcat(*l_out), ca.horzcat(*g_out), fresh_aq, fresh_acid, fresh_org,
             ca.horzcat(*va), ca.horzcat(*vo),

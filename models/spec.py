@@ -171,7 +171,8 @@ class FeedSpec(_Model):
     flow_l_per_h: PosFloat
     acidity_mol_per_l: PosFloat = 0.01
     composition_basis: Literal["oxide_pct_treo", "mole_fraction", "mol_per_l"] = "oxide_pct_treo"
-    composition: dict[str, NonNegFloat]
+    composition: dict[str, NonNegFloat] = Field(default_factory=dict)
+    basket: str | None = None
     total_reo_mol_per_l: PosFloat | None = None
     total_reo_g_per_l: PosFloat | None = None
     impurities_mol_per_l: dict[str, NonNegFloat] = Field(default_factory=dict)
@@ -179,6 +180,15 @@ class FeedSpec(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> FeedSpec:
+        if (self.basket is None) == (not self.composition):
+            raise ValueError("give exactly one of 'composition' or 'basket' (a shipped feed basket)")
+        if self.basket is not None:
+            from models.feeds import available_feeds
+
+            if self.basket not in available_feeds():
+                raise ValueError(f"basket {self.basket!r} is unknown; available: {', '.join(available_feeds())}")
+            if self.composition_basis != "oxide_pct_treo":
+                raise ValueError("a basket is given in % of TREO: leave composition_basis at 'oxide_pct_treo'")
         for s in list(self.composition) + list(self.impurities_mol_per_l):
             if s not in ELEMENTS:
                 raise ValueError(f"composition: unknown element {s!r}; allowed: {', '.join(ELEMENTS)}")
@@ -187,9 +197,17 @@ class FeedSpec(_Model):
                 raise ValueError("with composition_basis = 'mol_per_l' give no total")
         elif (self.total_reo_mol_per_l is None) == (self.total_reo_g_per_l is None):
             raise ValueError("give exactly one of 'total_reo_mol_per_l' or 'total_reo_g_per_l'")
-        if sum(self.composition.values()) <= 0.0:
+        if self.composition and sum(self.composition.values()) <= 0.0:
             raise ValueError("composition: all values are zero")
         return self
+
+    def oxide_pct_treo(self) -> dict[str, float]:
+        """The composition in % of TREO (from the basket when one is named)."""
+        if self.basket is not None:
+            from models.feeds import load_feed
+
+            return load_feed(self.basket).oxide_pct_treo()
+        return dict(self.composition)
 
     def concentrations_mol_per_l(self) -> dict[str, float]:
         """Metal concentrations of the stream, mol/L (of its own phase)."""
@@ -197,7 +215,7 @@ class FeedSpec(_Model):
             out = dict(self.composition)
         else:
             if self.composition_basis == "oxide_pct_treo":
-                frac = composition_oxide_pct_to_mole_fractions(self.composition)
+                frac = composition_oxide_pct_to_mole_fractions(self.oxide_pct_treo())
             else:
                 tot = sum(self.composition.values())
                 frac = {s: v / tot for s, v in self.composition.items()}

@@ -63,10 +63,10 @@ class SteadyOptions:
 
     tol: float = 1e-11
     max_newton: int = 12
-    dt0_h: float = 1.0
+    dt0_h: float = 0.1
     dt_max_h: float = 1e6
-    growth: float = 4.0
-    max_steps: int = 200
+    growth: float = 10.0
+    max_steps: int = 300
 
 
 @dataclass(frozen=True)
@@ -232,10 +232,24 @@ def startup_state(fs: Flowsheet, p: Array) -> Array:
                 h = feed_acid
             base = lay.offset + j * lay.nv
             for i, s in enumerate(lay.elements):
-                z[base + i] = math.log(1e-6 * max(feed_conc.get(s, 1e-3), 1e-9))
+                z[base + i] = math.log(1e-6 * max(feed_conc.get(s, 1e-2), 1e-9))
             z[base + lay.n_el] = math.log(max(h, 1e-6))
             if lay.has_f:
-                z[base + lay.n_el + 1] = math.log(0.5 * pv[f"{c.name}.extractant_mol_per_l"] * 0.999)
+                z[base + lay.n_el + 1] = math.log(0.5 * pv[f"{c.name}.extractant_mol_per_l"])
+    # make the free extractant consistent with the (trace) loading: f = C_HA/2 - sum s_i y_i
+    from models.residual import Residual  # local: the residual module imports this one's users
+
+    res = Residual(fs)
+    for _ in range(3):
+        for st in res.local(z, p, jacobian=False):
+            lay = st.lay
+            if not lay.has_f:
+                continue
+            c_d = 0.5 * pv[f"{lay.name}.extractant_mol_per_l"]
+            used = np.array(lay.system.dimers_per_ion(lay.elements)) @ st.y
+            f = np.maximum(c_d - used, 1e-6 * c_d)
+            idx = lay.offset + np.arange(lay.n_stages) * lay.nv + lay.n_el + 1
+            z[idx] = np.log(f)
     return z
 
 
@@ -254,6 +268,46 @@ class SteadySolver:
         self.fs = flowsheet
         self.options = options or SteadyOptions()
         self.residual = Residual(flowsheet)
+        cap = np.full(flowsheet.n_unknowns, 50.0)
+        for lay in flowsheet.circuits:
+            for j in range(lay.n_stages):
+                base = lay.offset + j * lay.nv + lay.n_el
+                cap[base: base + 1 + int(lay.has_f)] = 3.0
+        self._step_cap = cap
+
+    # ---------------------------------------------------------------- prefill
+    def prefill(self, z: Array, p: Array, fv: FlowValues, max_sweeps: int | None = None) -> Array:
+        """Relax metal logs that are far from their local balance (Jacobi sweeps).
+
+        Where a stage's metal inflow and outflow differ by more than e^5, set
+        ``x = In / (L + G D)`` with D at the current state. Used before Newton when a state is
+        log-far from the solution: a warm start after a new element source (saponification
+        switched on), or the start-up state. Each sweep carries a front one stage further.
+        """
+        z = z.copy()
+        sweeps = max_sweeps or (max(lay.n_stages for lay in self.fs.circuits) + 5)
+        for _ in range(sweeps):
+            r, _ = self.residual.evaluate(z, p, fv=fv, jacobian=False)
+            changed = False
+            states = self.residual.local(z, p, jacobian=False)
+            for c, st in enumerate(states):
+                lay = st.lay
+                n, N, nv = lay.n_el, lay.n_stages, lay.nv
+                rc = r[lay.offset: lay.offset + lay.size].reshape(N, nv).T[:n]
+                far = np.abs(rc) > 5.0
+                if not far.any():
+                    continue
+                changed = True
+                ln_d = st.ln_y - st.z[:n]
+                ln_den = np.logaddexp(np.log(fv.l_out[c])[None, :], np.log(fv.g_out[c])[None, :] + ln_d)
+                ln_out_now = st.z[:n] + ln_den
+                target = ln_out_now + rc - ln_den  # ln In - ln(L + G D)
+                zc = z[lay.offset: lay.offset + lay.size].reshape(N, nv).T.copy()
+                zc[:n][far] = target[far]
+                z[lay.offset: lay.offset + lay.size] = zc.T.ravel()
+            if not changed:
+                break
+        return z
 
     # ----------------------------------------------------------------- Newton
     def _newton(
@@ -271,11 +325,13 @@ class SteadySolver:
                 dz = -spla.splu(jac, permc_spec="MMD_AT_PLUS_A").solve(r)
             except RuntimeError:
                 return z, False, it, norm
-            big = float(np.max(np.abs(dz)))
-            if not math.isfinite(big):
+            if not np.all(np.isfinite(dz)):
                 return z, False, it, norm
-            if big > 3.0:
-                dz *= 3.0 / big
+            # limit the step: metal logs may move far (a trace rising by 100s of e-folds),
+            # acidity and free extractant logs at most by e^3 per iteration
+            ratio = float(np.max(np.abs(dz) / self._step_cap))
+            if ratio > 1.0:
+                dz /= ratio
             alpha = 1.0
             phi0 = float(r @ r)
             while True:
@@ -310,11 +366,13 @@ class SteadySolver:
         norm = math.inf
         z = None
         if z0 is not None:
-            z, success, it, norm = self._newton(np.array(z0, dtype=float), pv, fv, math.inf, None, opts.tol)
+            z_start = self.prefill(np.array(z0, dtype=float), pv, fv)
+            z, success, it, norm = self._newton(z_start, pv, fv, math.inf, None, opts.tol)
             iterations += it
         if not success:
             method = "pseudo-transient continuation + newton"
             z = np.array(z0, dtype=float) if z0 is not None else startup_state(self.fs, pv)
+            z = self.prefill(z, pv, fv)
             dt = opts.dt0_h
             while steps < opts.max_steps:
                 states = self.residual.local(z, pv, jacobian=False)
@@ -334,7 +392,7 @@ class SteadySolver:
                     if success:
                         z = z_fin
                         break
-                dt *= opts.growth if it <= 4 else 1.0
+                dt *= opts.growth if it <= 4 else (4.0 if it <= 8 else 1.5)
         wall = time.perf_counter() - t0
         if not success or z is None:
             msg = f"steady state not found after {steps} continuation steps and {iterations} Newton iterations (residual {norm:.2e})"
