@@ -62,9 +62,7 @@ def _solve_linear(jac: sp.csc_matrix | Array, rhs: Array) -> Array:
     return np.asarray(np.linalg.solve(np.asarray(jac), rhs))
 
 
-def newton_solve(
-    fun: ResidualAndJacobian, x0: Array, options: NewtonOptions | None = None
-) -> NewtonResult:
+def newton_solve(fun: ResidualAndJacobian, x0: Array, options: NewtonOptions | None = None) -> NewtonResult:
     """Solve ``F(x) = 0`` by damped Newton; never raises on non-convergence (see ``success``)."""
     opts = options or NewtonOptions()
     t0 = time.perf_counter()

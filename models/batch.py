@@ -91,7 +91,9 @@ class OrganicPhase:
     def __post_init__(self) -> None:
         c = float(self.extractant_mol_per_l)
         if not math.isfinite(c) or c <= 0.0:
-            raise bad_value("organic.extractant_mol_per_l", self.extractant_mol_per_l, "a finite concentration > 0 mol/L")
+            raise bad_value(
+                "organic.extractant_mol_per_l", self.extractant_mol_per_l, "a finite concentration > 0 mol/L"
+            )
         s = float(self.saponification)
         if not math.isfinite(s) or not 0.0 <= s < 1.0:
             raise bad_value("organic.saponification", self.saponification, "a fraction in [0, 1)")
@@ -167,8 +169,10 @@ def batch_equilibrium(
     loading = dict(organic.loading_mol_per_l)
     if organic.saponification > 0.0:
         loading["Na"] = loading.get("Na", 0.0) + organic.saponification * organic.extractant_mol_per_l
-    totals = {s: aqueous.concentrations_mol_per_l.get(s, 0.0) + r * loading.get(s, 0.0)
-              for s in set(aqueous.concentrations_mol_per_l) | set(loading)}
+    totals = {
+        s: aqueous.concentrations_mol_per_l.get(s, 0.0) + r * loading.get(s, 0.0)
+        for s in set(aqueous.concentrations_mol_per_l) | set(loading)
+    }
     symbols = tuple(s for s in sorted(totals, key=lambda s: element(s).z) if totals[s] > 0.0)
     if not symbols:
         raise InputError("aqueous and organic hold no metal to distribute", field="aqueous.concentrations_mol_per_l")
@@ -178,7 +182,6 @@ def batch_equilibrium(
     release = system.proton_release(symbols)
     c_dimer = 0.5 * organic.extractant_mol_per_l
     use_f = system.family is Family.MASS_ACTION
-    x0 = np.array([aqueous.concentrations_mol_per_l.get(s, 0.0) for s in symbols])
     y0 = np.array([loading.get(s, 0.0) for s in symbols])
     tot = np.array([totals[s] for s in symbols])
     h0 = float(aqueous.acidity_mol_per_l)
@@ -194,7 +197,9 @@ def batch_equilibrium(
     # the given acidity is titratable (free H+ plus HSO4- in sulfate), as documented above
     t_h0 = h0 - r * float(np.dot(release, y0))
     t_h = acidity_total(system.medium, h, [x[i] for i in range(n)], charges) - r * ca.dot(ca.DM(release), y)
-    scale_h = acidity_total(system.medium, h, [x[i] for i in range(n)], charges) + r * ca.dot(ca.DM(release), y) + abs(t_h0)
+    scale_h = (
+        acidity_total(system.medium, h, [x[i] for i in range(n)], charges) + r * ca.dot(ca.DM(release), y) + abs(t_h0)
+    )
     res.append((t_h - t_h0) / scale_h)
     unknowns = [ln_x, ln_h]
     if use_f:
@@ -209,9 +214,9 @@ def batch_equilibrium(
         gv, jv = fun(zv)
         return np.asarray(gv).ravel(), np.asarray(jv)
 
-    guess = [np.log(tot / (1.0 + r)), [math.log(max(h0, 1e-4))]]
+    guess: list[np.ndarray] = [np.log(tot / (1.0 + r)), np.array([math.log(max(h0, 1e-4))])]
     if use_f:
-        guess.append([math.log(0.5 * c_dimer)])
+        guess.append(np.array([math.log(0.5 * c_dimer)]))
     t0 = time.perf_counter()
     sol = newton_solve(residual, np.concatenate(guess), options)
     if not sol.success:
@@ -222,9 +227,7 @@ def batch_equilibrium(
     zs = sol.x
     xs = np.exp(zs[:n])
     hs = float(np.exp(zs[n]))
-    lnd = np.asarray(
-        ca.Function("d", [z], [ln_d])(zs)
-    ).ravel()
+    lnd = np.asarray(ca.Function("d", [z], [ln_d])(zs)).ravel()
     d = np.exp(lnd)
     ys = d * xs
     f_free = float(np.exp(zs[n + 1])) if use_f else math.nan

@@ -61,7 +61,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import casadi as ca
@@ -93,7 +93,7 @@ SULFATE_KA2_MOL_PER_L = 10.0**-1.99
 for D2EHPA sulfate leach liquors in ../shared/data/README.md; Ka2 = 10^-1.99, MEASURED)."""
 
 
-class Family(str, Enum):
+class Family(StrEnum):
     """Equilibrium family of a chemistry system (see module docstring)."""
 
     MASS_ACTION = "mass_action"
@@ -102,7 +102,7 @@ class Family(str, Enum):
     CONSTANT_D = "constant_d"
 
 
-class Medium(str, Enum):
+class Medium(StrEnum):
     """Aqueous medium: decides the anion and the acidity function."""
 
     CHLORIDE = "chloride"
@@ -274,7 +274,7 @@ class ChemistrySystem:
         """The non-measured values this system uses for ``symbols`` (shared ones included)."""
         used = []
         for name, prov in self.provenance.items():
-            head, _, tail = name.partition(".")
+            _, _, tail = name.partition(".")
             if not tail or tail in symbols:
                 used.append((f"{self.key}:{name}", prov))
         return rests_on(used)
@@ -396,8 +396,7 @@ def ln_distribution(
             out.append(LN10 * log10_d - p.ph_slope * ln_gh - cl_term)
     elif system.family is Family.EMPIRICAL:
         dosage = (
-            extractant_mol_per_l * system.extractant.molar_mass_g_per_mol
-            / (10.0 * system.extractant.density_kg_per_l)
+            extractant_mol_per_l * system.extractant.molar_mass_g_per_mol / (10.0 * system.extractant.density_kg_per_l)
         )
         ph = -ln_h / LN10
         for p in params:

@@ -22,6 +22,7 @@ staircase of ``ramp_steps`` moves).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -150,12 +151,12 @@ class DynamicModel:
         p = ca.MX.sym("p", fs.parameters.values.shape[0])
         flows = fs.flows_function(p)
         w = flows[0]
-        per = [flows[1 + 7 * c: 1 + 7 * (c + 1)] for c in range(len(fs.circuits))]
+        per = [flows[1 + 7 * c : 1 + 7 * (c + 1)] for c in range(len(fs.circuits))]
         xs, ys, acids, exts = [], [], [], []
         for lay in fs.circuits:
             st = StageModel(lay)
             n, N, nv = lay.n_el, lay.n_stages, lay.nv
-            zc = ca.reshape(z[lay.offset: lay.offset + lay.size], nv, N)
+            zc = ca.reshape(z[lay.offset : lay.offset + lay.size], nv, N)
             c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
             t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
             delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
@@ -231,7 +232,7 @@ class DynamicModel:
         for c, lay in enumerate(fs.circuits):
             st = StageModel(lay)
             n, N, nv = lay.n_el, lay.n_stages, lay.nv
-            zc = ca.reshape(z[lay.offset: lay.offset + lay.size], nv, N)
+            zc = ca.reshape(z[lay.offset : lay.offset + lay.size], nv, N)
             c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
             t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
             delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
@@ -246,13 +247,16 @@ class DynamicModel:
 
     def _integrator(self, grid: Sequence[float], max_step_h: float = 0.0) -> ca.Function:
         opts: dict[str, object] = {
-            "abstol": self.options.atol, "reltol": self.options.rtol,
-            "calc_ic": False, "max_num_steps": 200000, "disable_internal_warnings": True,
+            "abstol": self.options.atol,
+            "reltol": self.options.rtol,
+            "calc_ic": False,
+            "max_num_steps": 200000,
+            "disable_internal_warnings": True,
         }
         step = max_step_h or self.options.max_step_h
         if step > 0:
             opts["max_step_size"] = step
-        return ca.integrator("plant", "idas", self._dae, 0.0, list(grid), opts)
+        return ca.integrator("plant", "idas", self._dae, 0.0, list(grid), opts)  # type: ignore[arg-type]
 
     def _advance(
         self, xd: Array, z: Array, p: Array, a: float, b: float, grid: list[float], depth: int
@@ -300,12 +304,12 @@ class DynamicModel:
         pv = fs.parameter_vector() if p is None else np.array(p, dtype=float)
         events = _expand_moves(moves, self.options.ramp_steps, fs, pv)
         interval = self.options.output_interval_h
-        report = list(np.arange(0.0, hours, interval)) + [hours]
+        report = [*np.arange(0.0, hours, interval).tolist(), hours]
         breaks = sorted({0.0, hours, *[t for t, _, _ in events if 0.0 < t < hours]})
         times, zs, ps = [0.0], [np.array(z0, dtype=float)], [pv.copy()]
         xd = np.asarray(self._state_function(z0, pv)).ravel()
         z = np.array(z0, dtype=float)
-        for a, b in zip(breaks[:-1], breaks[1:], strict=True):
+        for a, b in itertools.pairwise(breaks):
             for t, idx, value in events:
                 if abs(t - a) < 1e-12 or (a == 0.0 and t <= 0.0):
                     pv[idx] = value
@@ -323,9 +327,16 @@ class DynamicModel:
         p_arr = np.array(ps)[keep]
         purity, recovery, fluxes = self._trajectories(z_arr, p_arr)
         return DynamicResult(
-            success=True, message="ok", wall_time_s=time.perf_counter() - t_start, times_h=t_arr,
-            z=z_arr, parameters=p_arr, parameter_names=fs.parameters.names,
-            product_purity=purity, product_recovery=recovery, stream_flux_mol_per_h=fluxes,
+            success=True,
+            message="ok",
+            wall_time_s=time.perf_counter() - t_start,
+            times_h=t_arr,
+            z=z_arr,
+            parameters=p_arr,
+            parameter_names=fs.parameters.names,
+            product_purity=purity,
+            product_recovery=recovery,
+            stream_flux_mol_per_h=fluxes,
         )
 
     def _trajectories(
@@ -349,9 +360,10 @@ class DynamicModel:
                     fluxes[o.name].setdefault(s, []).append(v)
             for ps in fs.spec.products:
                 flux = now.get(ps.stream, {})
-                purity[ps.name].append(reo_purity(flux, ps.main_element))
-                fed = feed_in.get(ps.main_element, 0.0)
-                recovery[ps.name].append(flux.get(ps.main_element, 0.0) / fed if fed > 0 else math.nan)
+                purity[ps.name].append(reo_purity(flux, ps.main_elements))
+                fed = sum(feed_in.get(m, 0.0) for m in ps.main_elements)
+                got = sum(flux.get(m, 0.0) for m in ps.main_elements)
+                recovery[ps.name].append(got / fed if fed > 0 else math.nan)
         return (
             {k: np.array(v) for k, v in purity.items()},
             {k: np.array(v) for k, v in recovery.items()},
@@ -382,7 +394,7 @@ def _expand_moves(
             start = current[idx]
             for k in range(1, ramp_steps + 1):
                 frac = k / ramp_steps
-                out.append((mv.at_h + mv.ramp_h * (k - 1) / ramp_steps, idx, start + frac * (mv.value - start)))
+                out.append((mv.at_h + mv.ramp_h * (k - 1) / ramp_steps, idx, float(start + frac * (mv.value - start))))
         else:
             out.append((mv.at_h, idx, mv.value))
         current[idx] = mv.value

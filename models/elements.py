@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Final
 
 from models.errors import UnknownElementError
@@ -44,7 +44,7 @@ __all__ = [
 OXYGEN_G_PER_MOL: Final = 15.999
 
 
-class ElementKind(str, Enum):
+class ElementKind(StrEnum):
     """What role an element plays in a plant."""
 
     RARE_EARTH = "rare_earth"
@@ -91,10 +91,7 @@ class Element:
     @property
     def oxide_g_per_mol_element(self) -> float:
         """Mass of oxide that holds one mole of the element, g/mol."""
-        return (
-            self.atomic_weight_g_per_mol
-            + OXYGEN_G_PER_MOL * self.oxide_oxygen_atoms / self.oxide_metal_atoms
-        )
+        return self.atomic_weight_g_per_mol + OXYGEN_G_PER_MOL * self.oxide_oxygen_atoms / self.oxide_metal_atoms
 
 
 _RE = ElementKind.RARE_EARTH
@@ -164,9 +161,7 @@ def element_mass_kg_per_mol(symbol: str) -> float:
 
 def reo_mass_g(moles: Mapping[str, float]) -> dict[str, float]:
     """Oxide mass (g) of each TREO element in a mapping of element moles; others dropped."""
-    return {
-        s: n * element(s).oxide_g_per_mol_element for s, n in moles.items() if element(s).in_treo
-    }
+    return {s: n * element(s).oxide_g_per_mol_element for s, n in moles.items() if element(s).in_treo}
 
 
 def reo_purity(moles: Mapping[str, float], main: str | Iterable[str]) -> float:

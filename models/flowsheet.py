@@ -208,9 +208,13 @@ class Flowsheet:
         outs = [self.weights_sym]
         for c in range(len(self.circuits)):
             outs += [
-                self.l_out_sym[c], self.g_out_sym[c], self.fresh_aq_sym[c],
-                self.fresh_acid_sym[c], self.fresh_org_sym[c],
-                self.volume_aq_sym[c], self.volume_org_sym[c],
+                self.l_out_sym[c],
+                self.g_out_sym[c],
+                self.fresh_aq_sym[c],
+                self.fresh_acid_sym[c],
+                self.fresh_org_sym[c],
+                self.volume_aq_sym[c],
+                self.volume_org_sym[c],
             ]
         return ca.Function("flows", [self.p_sym], outs)
 
@@ -219,16 +223,16 @@ class Flowsheet:
         for c in self.circuits:
             if c.name == name:
                 return c
-        raise SpecError(f"unknown circuit {name!r}; circuits: {', '.join(c.name for c in self.circuits)}", field="circuit")
+        raise SpecError(
+            f"unknown circuit {name!r}; circuits: {', '.join(c.name for c in self.circuits)}", field="circuit"
+        )
 
     def parameter_vector(self, overrides: Mapping[str, float] | None = None) -> np.ndarray:
         """Design parameter values with some replaced by name (unknown names are refused)."""
         p = np.array(self.parameters.values, dtype=float)
         for name, value in (overrides or {}).items():
             if name not in self.parameters:
-                raise SpecError(
-                    f"unknown parameter {name!r}; see Flowsheet.parameters.names", field=name
-                )
+                raise SpecError(f"unknown parameter {name!r}; see Flowsheet.parameters.names", field=name)
             p[self.parameters.index(name)] = float(value)
         return p
 
@@ -312,11 +316,9 @@ def build_flowsheet(spec: PlantSpec) -> Flowsheet:
         try:
             system.check_elements(els, field=f"circuits[{ci}].chemistry")
         except Exception as exc:
-            raise SpecError(
-                f"circuits[{ci}] ({c.name}): {exc}", field=f"circuits[{ci}].chemistry"
-            ) from None
-        for v in CIRCUIT_VARIABLES:
-            add(f"{c.name}.{v}", getattr(c, v))
+            raise SpecError(f"circuits[{ci}] ({c.name}): {exc}", field=f"circuits[{ci}].chemistry") from None
+        for var in CIRCUIT_VARIABLES:
+            add(f"{c.name}.{var}", getattr(c, var))
         add(f"{c.name}.extractant_mol_per_l", c.chemistry.extractant_concentration(system))
         add(f"{c.name}.temperature_k", c.chemistry.temperature_k)
         for s in els:
@@ -325,9 +327,17 @@ def build_flowsheet(spec: PlantSpec) -> Flowsheet:
             c.feed in feed_conc and spec.feed(c.feed).phase == "organic"
         )
         lay = CircuitLayout(
-            name=c.name, index=ci, system=system, elements=els,
-            n_extraction=c.extraction_stages, n_scrub=c.scrub_stages, n_strip=c.strip_stages,
-            feed_stage=c.feed_stage_index, offset=offset, organic_fed=organic_fed, spec=c,
+            name=c.name,
+            index=ci,
+            system=system,
+            elements=els,
+            n_extraction=c.extraction_stages,
+            n_scrub=c.scrub_stages,
+            n_strip=c.strip_stages,
+            feed_stage=c.feed_stage_index,
+            offset=offset,
+            organic_fed=organic_fed,
+            spec=c,
         )
         layouts.append(lay)
         offset += lay.size
@@ -448,8 +458,13 @@ def build_flowsheet(spec: PlantSpec) -> Flowsheet:
         va = [ca.SX(v_stage * l_d[j] / (l_d[j] + g_d[j])) for j in range(N)]
         vo = [ca.SX(v_stage * g_d[j] / (l_d[j] + g_d[j])) for j in range(N)]
         built[lay.index] = (
-            ca.horzcat(*l_out), ca.horzcat(*g_out), fresh_aq, fresh_acid, fresh_org,
-            ca.horzcat(*va), ca.horzcat(*vo),
+            ca.horzcat(*l_out),
+            ca.horzcat(*g_out),
+            fresh_aq,
+            fresh_acid,
+            fresh_org,
+            ca.horzcat(*va),
+            ca.horzcat(*vo),
         )
     ordered = [built[i] for i in range(len(layouts))]
     # cross-circuit feed links: a circuit fed by another circuit's outlet

@@ -35,9 +35,7 @@ class LabelledVector:
     def __post_init__(self) -> None:
         vals = np.array(self.values, dtype=float).reshape(-1)
         if vals.shape[0] != len(self.names):
-            raise InputError(
-                f"LabelledVector: {len(self.names)} names but {vals.shape[0]} values", field="values"
-            )
+            raise InputError(f"LabelledVector: {len(self.names)} names but {vals.shape[0]} values", field="values")
         if len(set(self.names)) != len(self.names):
             raise InputError(f"LabelledVector: repeated names in {self.names}", field="names")
         vals.setflags(write=False)

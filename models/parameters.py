@@ -44,8 +44,8 @@ from models.errors import DataFileError, ParameterError
 from models.provenance import Provenance
 
 __all__ = [
-    "SHARED_PARAMETERS",
     "ELEMENT_PARAMETERS",
+    "SHARED_PARAMETERS",
     "available_systems",
     "load_system",
     "parse_system_csv",
@@ -103,7 +103,9 @@ def system_csv_text(key: str) -> str:
     return _data_text(str(meta["file"]))
 
 
-def parse_system_csv(text: str, *, where: str) -> tuple[dict[str, tuple[float | str, Provenance]], dict[str, dict[str, tuple[float | str, Provenance]]]]:
+def parse_system_csv(
+    text: str, *, where: str
+) -> tuple[dict[str, tuple[float | str, Provenance]], dict[str, dict[str, tuple[float | str, Provenance]]]]:
     """Parse a long-form system CSV into shared and per-element values with provenance."""
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or tuple(reader.fieldnames[: len(CSV_COLUMNS)]) != CSV_COLUMNS:
@@ -119,8 +121,11 @@ def parse_system_csv(text: str, *, where: str) -> tuple[dict[str, tuple[float | 
         sym = (row.get("element") or "").strip()
         raw = (row.get("value") or "").strip()
         prov = Provenance.parse(
-            row.get("source") or "", row.get("locus") or "", row.get("class") or "",
-            row.get("note") or "", where=loc,
+            row.get("source") or "",
+            row.get("locus") or "",
+            row.get("class") or "",
+            row.get("note") or "",
+            where=loc,
         )
         value: float | str
         if name == "constant":

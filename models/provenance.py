@@ -18,7 +18,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -26,8 +26,8 @@ from typing import Any
 from models.errors import DataFileError
 
 __all__ = [
-    "ProvenanceClass",
     "Provenance",
+    "ProvenanceClass",
     "RestsOn",
     "Source",
     "load_sources",
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 
-class ProvenanceClass(str, Enum):
+class ProvenanceClass(StrEnum):
     """How far to trust a value (see module docstring)."""
 
     MEASURED = "MEASURED"
@@ -84,14 +84,10 @@ class Provenance:
             pc = ProvenanceClass(str(klass).strip())
         except ValueError:
             allowed = ", ".join(c.value for c in ProvenanceClass)
-            raise DataFileError(
-                f"{where}: class {klass!r} is not one of {allowed}", field=where
-            ) from None
+            raise DataFileError(f"{where}: class {klass!r} is not one of {allowed}", field=where) from None
         for key in str(source).split("+"):
             if key.strip() not in load_sources():
-                raise DataFileError(
-                    f"{where}: source key {key.strip()!r} is not in sources.toml", field=where
-                )
+                raise DataFileError(f"{where}: source key {key.strip()!r} is not in sources.toml", field=where)
         return cls(str(source).strip(), str(locus).strip(), pc, str(note or "").strip())
 
     def to_dict(self) -> dict[str, str]:
@@ -156,9 +152,5 @@ class RestsOn:
 
 def rests_on(values: Iterable[tuple[str, Provenance]]) -> tuple[RestsOn, ...]:
     """The ESTIMATED, CONSTRUCTED and INTERPOLATED values among named provenances, sorted."""
-    out = {
-        name: RestsOn(name, p.cls, p.source, p.note)
-        for name, p in values
-        if not p.cls.is_measured
-    }
+    out = {name: RestsOn(name, p.cls, p.source, p.note) for name, p in values if not p.cls.is_measured}
     return tuple(out[k] for k in sorted(out))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import casadi as ca
 import numpy as np
@@ -44,6 +45,10 @@ __all__ = ["CircuitState", "FlowValues", "Residual", "symbolic_residual"]
 
 Array = npt.NDArray[np.float64]
 ACID_SCALE_REF_MOL_PER_L = 0.01
+FLOOR_MOL_PER_H = 1e-200
+"""Every stage receives this metal flux of each tracked element: a regularisation that keeps every
+logarithm finite (concentrations cannot underflow below ~1e-200 mol/L, far below anything
+measurable, while the steady profile of a trace can fall hundreds of decades along a cascade)."""
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,16 @@ class Residual:
             s_els = flowsheet.circuits[s].elements
             pairs = [(i, s_els.index(e)) for i, e in enumerate(t_els) if e in s_els]
             self.groups.append(
-                _LinkGroup(t, s, ph, arr[:, 0], arr[:, 1], arr[:, 2],
-                           np.array([a for a, _ in pairs], dtype=np.int64),
-                           np.array([b for _, b in pairs], dtype=np.int64))
+                _LinkGroup(
+                    t,
+                    s,
+                    ph,
+                    arr[:, 0],
+                    arr[:, 1],
+                    arr[:, 2],
+                    np.array([a for a, _ in pairs], dtype=np.int64),
+                    np.array([b for _, b in pairs], dtype=np.int64),
+                )
             )
         self.release = tuple(np.array(lay.system.proton_release(lay.elements)) for lay in flowsheet.circuits)
 
@@ -131,9 +143,14 @@ class Residual:
             float(fa.sum() + ACID_SCALE_REF_MOL_PER_L * lo.sum()) for fa, lo in zip(fresh_acid, l_out, strict=True)
         )
         return FlowValues(
-            weights=w, l_out=l_out, g_out=g_out, fresh_aq=tuple(cols[2]),
-            fresh_acid=fresh_acid, fresh_org=tuple(cols[4]),
-            v_aq=tuple(a.ravel() for a in cols[5]), v_org=tuple(a.ravel() for a in cols[6]),
+            weights=w,
+            l_out=l_out,
+            g_out=g_out,
+            fresh_aq=tuple(cols[2]),
+            fresh_acid=fresh_acid,
+            fresh_org=tuple(cols[4]),
+            v_aq=tuple(a.ravel() for a in cols[5]),
+            v_org=tuple(a.ravel() for a in cols[6]),
             acid_scale=scale,
         )
 
@@ -143,7 +160,7 @@ class Residual:
         out = []
         for lay, st in zip(self.fs.circuits, self.stages, strict=True):
             n, N, nv = lay.n_el, lay.n_stages, lay.nv
-            zc = z[lay.offset: lay.offset + lay.size].reshape(N, nv).T
+            zc = z[lay.offset : lay.offset + lay.size].reshape(N, nv).T
             c_ha = p[self.fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
             t_k = p[self.fs.parameters.index(f"{lay.name}.temperature_k")]
             delta = np.array([p[self.fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
@@ -162,7 +179,8 @@ class Residual:
                 ln_d = np.asarray(r[0])
                 acid = np.asarray(r[1]).ravel()
                 ext = np.asarray(r[2]).ravel()
-                jd = ja = je = np.empty(0)
+                jd = np.empty((0, 0, 0))
+                ja = je = np.empty((0, 0))
             ln_x = zc[:n]
             ln_y = ln_x + ln_d
             out.append(CircuitState(lay, zc, np.exp(ln_x), np.exp(ln_y), ln_y, acid, ext, jd, ja, je))
@@ -189,14 +207,17 @@ class Residual:
         dt_h: float = np.inf,
         previous: tuple[tuple[Array, Array], ...] | None = None,
     ) -> tuple[Array, sp.csc_matrix | None]:
-        """Residual (and CSC Jacobian) at ``z``; with finite ``dt_h`` one implicit-Euler step from ``previous`` holdups."""
+        """Residual (and CSC Jacobian) at ``z``.
+
+        With a finite ``dt_h``: one implicit-Euler step from the ``previous`` holdups.
+        """
         fv = fv or self.flows(p)
         states = self.local(z, p, jacobian=jacobian)
         inv_dt = 0.0 if not np.isfinite(dt_h) else 1.0 / dt_h
         if inv_dt > 0.0 and previous is None:
             raise ValueError("a transient step needs the previous holdups")
         # fluxes in
-        flux_in = [fv.fresh_aq[c] + fv.fresh_org[c] for c in range(len(states))]
+        flux_in = [fv.fresh_aq[c] + fv.fresh_org[c] + FLOOR_MOL_PER_H for c in range(len(states))]
         org_in = [fv.fresh_org[c].copy() for c in range(len(states))]
         acid_in = [fv.fresh_acid[c].copy() for c in range(len(states))]
         for g in self.groups:
@@ -211,10 +232,9 @@ class Residual:
             else:
                 np.add.at(acid_in[g.target], g.tgt_stage, src.acid[g.src_stage] * w)
         res_parts = []
-        jac_rows: list[Array] = []
-        jac_cols: list[Array] = []
-        jac_vals: list[Array] = []
-        hold = self.holdups(states, fv) if inv_dt > 0.0 else None
+        jac_rows: list[npt.NDArray[Any]] = []
+        jac_cols: list[npt.NDArray[Any]] = []
+        jac_vals: list[npt.NDArray[Any]] = []
         row_base = []
         for c, st in enumerate(states):
             lay = st.lay
@@ -224,8 +244,11 @@ class Residual:
             va, vo = fv.v_aq[c], fv.v_org[c]
             m_old, q_old = previous[c] if previous is not None else (0.0, 0.0)
             infl = flux_in[c] + inv_dt * m_old
-            outfl = lo * st.x + go * st.y + inv_dt * (va * st.x + vo * st.y)
-            r_el = np.log(infl) - np.log(outfl)
+            ln_x = st.z[:n]
+            ln_qa = np.log(lo + inv_dt * va)[None, :] + ln_x  # ln of aqueous outflow + holdup term
+            ln_qo = np.log(go + inv_dt * vo)[None, :] + st.ln_y
+            ln_out = np.logaddexp(ln_qa, ln_qo)
+            r_el = np.log(infl) - ln_out
             q_now = va * st.acid - vo * (r @ st.y)
             released = r @ (go * st.y - org_in[c])
             r_h = (acid_in[c] - lo * st.acid + released - inv_dt * (q_now - q_old)) / fv.acid_scale[c]
@@ -235,16 +258,16 @@ class Residual:
             if lay.has_f:
                 block[n + 1] = st.ext
             res_parts.append(block.T.ravel())
-            row_base.append((infl, outfl))
+            row_base.append((infl, ln_out))
             if not jacobian:
                 continue
             base = lay.offset + np.arange(N) * nv  # (N,)
             # (a) element rows, own stage: -(L X e_i + G Y dlnY + (Va X e_i + Vo Y dlnY)/dt)/Out
-            coef_x = (lo + inv_dt * va)[None, :] * st.x  # (n, N)
-            coef_y = (go + inv_dt * vo)[None, :] * st.y
-            vals = coef_y.T[:, :, None] * st.d_ln_y  # (N, n, nv)
-            vals[:, np.arange(n), np.arange(n)] += coef_x.T
-            vals = -vals / outfl.T[:, :, None]
+            share_x = np.exp(ln_qa - ln_out)  # (n, N), fractions of the outflow: no underflow
+            share_y = np.exp(ln_qo - ln_out)
+            vals = share_y.T[:, :, None] * st.d_ln_y  # (N, n, nv)
+            vals[:, np.arange(n), np.arange(n)] += share_x.T
+            vals = -vals
             rows = (base[:, None] + np.arange(n)[None, :])[:, :, None] + 0 * np.arange(nv)[None, None, :]
             cols = base[:, None, None] + np.arange(nv)[None, None, :] + 0 * np.arange(n)[None, :, None]
             jac_rows.append(rows.ravel())
@@ -331,12 +354,12 @@ def symbolic_residual(flowsheet: Flowsheet) -> ca.Function:
     p = ca.MX.sym("p", fs.parameters.values.shape[0])
     flows = fs.flows_function(p)
     w = flows[0]
-    per = [flows[1 + 7 * c: 1 + 7 * (c + 1)] for c in range(len(fs.circuits))]
+    per = [flows[1 + 7 * c : 1 + 7 * (c + 1)] for c in range(len(fs.circuits))]
     xs, ys, acids, exts, lnys = [], [], [], [], []
     for lay in fs.circuits:
         st = StageModel(lay)
         n, N, nv = lay.n_el, lay.n_stages, lay.nv
-        zc = ca.reshape(z[lay.offset: lay.offset + lay.size], nv, N)
+        zc = ca.reshape(z[lay.offset : lay.offset + lay.size], nv, N)
         c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
         t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
         delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
@@ -347,14 +370,16 @@ def symbolic_residual(flowsheet: Flowsheet) -> ca.Function:
         ys.append(ca.exp(ln_x + ln_d))
         acids.append(acid)
         exts.append(ext)
-    flux_in = [per[c][2] + per[c][4] for c in range(len(fs.circuits))]
+    flux_in = [per[c][2] + per[c][4] + FLOOR_MOL_PER_H for c in range(len(fs.circuits))]
     org_in = [per[c][4] for c in range(len(fs.circuits))]
     acid_in = [per[c][3] for c in range(len(fs.circuits))]
     res = Residual(fs)
     for g in res.groups:
         tl, sl = fs.circuits[g.target], fs.circuits[g.source]
         sel = ca.DM(sp.csr_matrix((np.ones(len(g.tgt_el)), (g.tgt_el, g.src_el)), shape=(tl.n_el, sl.n_el)).toarray())
-        spar = ca.Sparsity.triplet(sl.n_stages, tl.n_stages, [int(v) for v in g.src_stage], [int(v) for v in g.tgt_stage])
+        spar = ca.Sparsity.triplet(
+            sl.n_stages, tl.n_stages, [int(v) for v in g.src_stage], [int(v) for v in g.tgt_stage]
+        )
         # weights in the order CasADi stores the nonzeros (column-major)
         order = np.lexsort((g.src_stage, g.tgt_stage))
         wm = ca.MX(spar, w[[int(v) for v in g.weight[order]]])

@@ -93,8 +93,11 @@ class InlineChemistry(_Model):
         table = self.log10_d if self.family == "constant_d" else self.log10_beta
         elements = {
             s: ElementParameters(
-                log10_k=v, ph_slope=0.0, extractant_order=0.0,
-                protons_released=self.protons_released, dimers_per_ion=float(ELEMENTS[s].charge),
+                log10_k=v,
+                ph_slope=0.0,
+                extractant_order=0.0,
+                protons_released=self.protons_released,
+                dimers_per_ion=float(ELEMENTS[s].charge),
             )
             for s, v in table.items()
         }
@@ -129,9 +132,7 @@ class ChemistrySpec(_Model):
         if (self.system is None) == (self.inline is None):
             raise ValueError("give exactly one of 'system' (a shipped key) or 'inline'")
         if self.system is not None and self.system not in available_systems():
-            raise ValueError(
-                f"system {self.system!r} is unknown; available: {', '.join(available_systems())}"
-            )
+            raise ValueError(f"system {self.system!r} is unknown; available: {', '.join(available_systems())}")
         if (self.extractant_mol_per_l is None) == (self.extractant_vol_pct is None):
             raise ValueError("give exactly one of 'extractant_mol_per_l' or 'extractant_vol_pct'")
         return self
@@ -293,19 +294,31 @@ class CircuitSpec(_Model):
 
 
 class ProductSpec(_Model):
-    """A product stream and its specification (purity on REO basis, recovery, both 0-1)."""
+    """A product stream and its specification (purity on REO basis, recovery, both 0-1).
+
+    ``main_element`` is one symbol (a single oxide such as Dy2O3) or a list (a group product
+    such as an La-Nd concentrate): purity is then the group's oxide share of TREO and recovery
+    the group's moles in the product over the group's moles fed.
+    """
 
     name: str
     stream: str
-    main_element: str
+    main_element: str | tuple[str, ...]
     purity_min: Purity | None = None
     recovery_min: Purity | None = None
     grade: str = ""
 
     @model_validator(mode="after")
     def _check(self) -> ProductSpec:
-        element(self.main_element, field="main_element")
+        for s in self.main_elements:
+            if s not in ELEMENTS:
+                raise ValueError(f"main_element: unknown element {s!r}; allowed: {', '.join(ELEMENTS)}")
         return self
+
+    @property
+    def main_elements(self) -> tuple[str, ...]:
+        """The main element(s) as a tuple."""
+        return (self.main_element,) if isinstance(self.main_element, str) else tuple(self.main_element)
 
 
 class ManipulatedSpec(_Model):
@@ -324,9 +337,7 @@ class ManipulatedSpec(_Model):
         return self
 
 
-InstrumentKind = Literal[
-    "flow_controller", "flow", "acidity", "level", "temperature", "analyser"
-]
+InstrumentKind = Literal["flow_controller", "flow", "acidity", "level", "temperature", "analyser"]
 
 
 class InstrumentSpec(_Model):
@@ -418,14 +429,17 @@ class PlantSpec(_Model):
                 upstream = cur.feed.split(".")[0]
                 if upstream in seen:
                     raise _SpecFieldError(
-                        f"circuits[{i}].feed", f"circuit {c.name!r} is fed by nothing: its feed chain loops back to {upstream!r} without an external feed"
+                        f"circuits[{i}].feed",
+                        f"circuit {c.name!r} is fed by nothing: its feed chain loops back to "
+                        f"{upstream!r} without an external feed",
                     )
                 seen.add(upstream)
                 cur = by_name[upstream]
         for i, p in enumerate(self.products):
             if p.stream not in streams:
                 raise _SpecFieldError(
-                    f"products[{i}].stream", f"stream {p.stream!r} does not exist; streams: {', '.join(sorted(streams))}"
+                    f"products[{i}].stream",
+                    f"stream {p.stream!r} does not exist; streams: {', '.join(sorted(streams))}",
                 )
         variables = self.variable_names()
         for i, m in enumerate(self.manipulated):

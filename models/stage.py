@@ -65,8 +65,11 @@ class StageModel:
         """``(z, c_ha, t_k, delta) -> (ln_d, acid, ext)``."""
         z, c_ha, t_k, delta, ln_d, acid, ext = self._symbols
         return ca.Function(
-            "stage", [z, c_ha, t_k, delta], [ln_d, acid, ext],
-            ["z", "c_ha", "t_k", "delta"], ["ln_d", "acid", "ext"],
+            "stage",
+            [z, c_ha, t_k, delta],
+            [ln_d, acid, ext],
+            ["z", "c_ha", "t_k", "delta"],
+            ["ln_d", "acid", "ext"],
         )
 
     @cached_property
@@ -74,7 +77,8 @@ class StageModel:
         """``(z, c_ha, t_k, delta) -> (ln_d, acid, ext, dln_d/dz, dacid/dz, dext/dz)``."""
         z, c_ha, t_k, delta, ln_d, acid, ext = self._symbols
         return ca.Function(
-            "stage_jac", [z, c_ha, t_k, delta],
+            "stage_jac",
+            [z, c_ha, t_k, delta],
             [ln_d, acid, ext, ca.jacobian(ln_d, z), ca.jacobian(acid, z), ca.jacobian(ext, z)],
             ["z", "c_ha", "t_k", "delta"],
             ["ln_d", "acid", "ext", "jac_ln_d", "jac_acid", "jac_ext"],

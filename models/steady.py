@@ -107,10 +107,16 @@ class ProductResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "name": self.name, "stream": self.stream, "main_element": self.main_element,
-            "purity": self.purity, "recovery": self.recovery, "flow_l_per_h": self.flow_l_per_h,
-            "composition_mol_per_l": self.composition_mol_per_l, "purity_min": self.purity_min,
-            "recovery_min": self.recovery_min, "on_spec": self.on_spec,
+            "name": self.name,
+            "stream": self.stream,
+            "main_element": self.main_element,
+            "purity": self.purity,
+            "recovery": self.recovery,
+            "flow_l_per_h": self.flow_l_per_h,
+            "composition_mol_per_l": self.composition_mol_per_l,
+            "purity_min": self.purity_min,
+            "recovery_min": self.recovery_min,
+            "on_spec": self.on_spec,
         }
 
 
@@ -136,11 +142,14 @@ class CircuitProfile:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "name": self.name, "stages": list(self.stages), "sections": list(self.sections),
+            "name": self.name,
+            "stages": list(self.stages),
+            "sections": list(self.sections),
             "elements": list(self.elements),
             "aqueous_mol_per_l": {s: self.aqueous_mol_per_l[i].tolist() for i, s in enumerate(self.elements)},
             "organic_mol_per_l": {s: self.organic_mol_per_l[i].tolist() for i, s in enumerate(self.elements)},
-            "ph": self.ph.tolist(), "loading_fraction": self.loading_fraction.tolist(),
+            "ph": self.ph.tolist(),
+            "loading_fraction": self.loading_fraction.tolist(),
             "mass_balance_rel_error": self.mass_balance_rel_error,
         }
 
@@ -272,7 +281,7 @@ class SteadySolver:
         for lay in flowsheet.circuits:
             for j in range(lay.n_stages):
                 base = lay.offset + j * lay.nv + lay.n_el
-                cap[base: base + 1 + int(lay.has_f)] = 3.0
+                cap[base : base + 1 + int(lay.has_f)] = 3.0
         self._step_cap = cap
 
     # ---------------------------------------------------------------- prefill
@@ -293,7 +302,7 @@ class SteadySolver:
             for c, st in enumerate(states):
                 lay = st.lay
                 n, N, nv = lay.n_el, lay.n_stages, lay.nv
-                rc = r[lay.offset: lay.offset + lay.size].reshape(N, nv).T[:n]
+                rc = r[lay.offset : lay.offset + lay.size].reshape(N, nv).T[:n]
                 far = np.abs(rc) > 5.0
                 if not far.any():
                     continue
@@ -302,17 +311,22 @@ class SteadySolver:
                 ln_den = np.logaddexp(np.log(fv.l_out[c])[None, :], np.log(fv.g_out[c])[None, :] + ln_d)
                 ln_out_now = st.z[:n] + ln_den
                 target = ln_out_now + rc - ln_den  # ln In - ln(L + G D)
-                zc = z[lay.offset: lay.offset + lay.size].reshape(N, nv).T.copy()
+                zc = z[lay.offset : lay.offset + lay.size].reshape(N, nv).T.copy()
                 zc[:n][far] = target[far]
-                z[lay.offset: lay.offset + lay.size] = zc.T.ravel()
+                z[lay.offset : lay.offset + lay.size] = zc.T.ravel()
             if not changed:
                 break
         return z
 
     # ----------------------------------------------------------------- Newton
     def _newton(
-        self, z: Array, p: Array, fv: FlowValues, dt_h: float,
-        previous: tuple[tuple[Array, Array], ...] | None, tol: float,
+        self,
+        z: Array,
+        p: Array,
+        fv: FlowValues,
+        dt_h: float,
+        previous: tuple[tuple[Array, Array], ...] | None,
+        tol: float,
     ) -> tuple[Array, bool, int, float]:
         opts = self.options
         r, jac = self.residual.evaluate(z, p, fv=fv, dt_h=dt_h, previous=previous)
@@ -322,7 +336,7 @@ class SteadySolver:
             if not np.all(np.isfinite(r)):
                 return z, False, it, math.inf
             try:
-                dz = -spla.splu(jac, permc_spec="MMD_AT_PLUS_A").solve(r)
+                dz = -spla.splu(jac, permc_spec="NATURAL").solve(r)
             except RuntimeError:
                 return z, False, it, norm
             if not np.all(np.isfinite(dz)):
@@ -347,9 +361,7 @@ class SteadySolver:
         return z, norm <= tol, it, norm
 
     # ------------------------------------------------------------------ solve
-    def solve(
-        self, p: Array | None = None, z0: Array | None = None, *, raise_on_failure: bool = False
-    ) -> SteadyResult:
+    def solve(self, p: Array | None = None, z0: Array | None = None, *, raise_on_failure: bool = False) -> SteadyResult:
         """Steady state for parameters ``p`` (default: the spec's design point).
 
         ``z0`` is a warm start (a previous solution's ``z``); without it the solve starts
@@ -377,7 +389,7 @@ class SteadySolver:
             while steps < opts.max_steps:
                 states = self.residual.local(z, pv, jacobian=False)
                 prev = self.residual.holdups(states, fv)
-                z_new, ok, it, nrm = self._newton(z, pv, fv, dt, prev, 1e-9)
+                z_new, ok, it, _ = self._newton(z, pv, fv, dt, prev, 1e-9)
                 iterations += it
                 steps += 1
                 if not ok:
@@ -395,7 +407,10 @@ class SteadySolver:
                 dt *= opts.growth if it <= 4 else (4.0 if it <= 8 else 1.5)
         wall = time.perf_counter() - t0
         if not success or z is None:
-            msg = f"steady state not found after {steps} continuation steps and {iterations} Newton iterations (residual {norm:.2e})"
+            msg = (
+                f"steady state not found after {steps} continuation steps and {iterations} "
+                f"Newton iterations (residual {norm:.2e})"
+            )
             if raise_on_failure:
                 raise ConvergenceError(msg, details={"iterations": iterations, "residual_norm": norm})
             z_out = z if z is not None else np.full(self.fs.n_unknowns, np.nan)
@@ -404,8 +419,16 @@ class SteadySolver:
 
     # ----------------------------------------------------------------- report
     def _result(
-        self, z: Array, p: Array, fv: FlowValues, success: bool, message: str,
-        iterations: int, steps: int, wall: float, method: str,
+        self,
+        z: Array,
+        p: Array,
+        fv: FlowValues,
+        success: bool,
+        message: str,
+        iterations: int,
+        steps: int,
+        wall: float,
+        method: str,
     ) -> SteadyResult:
         fs = self.fs
         states = self.residual.local(z, p, jacobian=False) if np.all(np.isfinite(z)) else None
@@ -427,26 +450,47 @@ class SteadySolver:
             if s is None:
                 continue
             flux = s.flux_mol_per_h()
-            purity = reo_purity(flux, ps.main_element)
-            fed = feed_in.get(ps.main_element, 0.0)
-            recovery = flux.get(ps.main_element, 0.0) / fed if fed > 0 else math.nan
-            products.append(ProductResult(
-                ps.name, ps.stream, ps.main_element, purity, recovery, s.flow_l_per_h,
-                s.composition_mol_per_l, ps.purity_min, ps.recovery_min,
-            ))
+            purity = reo_purity(flux, ps.main_elements)
+            fed = sum(feed_in.get(m, 0.0) for m in ps.main_elements)
+            recovery = sum(flux.get(m, 0.0) for m in ps.main_elements) / fed if fed > 0 else math.nan
+            products.append(
+                ProductResult(
+                    ps.name,
+                    ps.stream,
+                    "+".join(ps.main_elements),
+                    purity,
+                    recovery,
+                    s.flow_l_per_h,
+                    s.composition_mol_per_l,
+                    ps.purity_min,
+                    ps.recovery_min,
+                )
+            )
         return SteadyResult(
-            success=success, status="converged" if success else "failed", message=message,
-            iterations=iterations, continuation_steps=steps, wall_time_s=wall, method=method,
-            z=z, parameters=LabelledVector(fs.parameters.names, p), circuits=tuple(circuits),
-            streams=tuple(streams), products=tuple(products), max_mass_balance_rel_error=max_err,
-            rests_on=fs.rests_on(), extrapolated=tuple(extrapolated),
+            success=success,
+            status="converged" if success else "failed",
+            message=message,
+            iterations=iterations,
+            continuation_steps=steps,
+            wall_time_s=wall,
+            method=method,
+            z=z,
+            parameters=LabelledVector(fs.parameters.names, p),
+            circuits=tuple(circuits),
+            streams=tuple(streams),
+            products=tuple(products),
+            max_mass_balance_rel_error=max_err,
+            rests_on=fs.rests_on(),
+            extrapolated=tuple(extrapolated),
         )
 
     def _stream(self, o: Any, states: tuple[CircuitState, ...], fv: FlowValues) -> StreamResult:
         st = states[o.circuit]
         conc = st.x[:, o.stage] if o.phase == "aq" else st.y[:, o.stage]
         return StreamResult(
-            o.name, "aqueous" if o.phase == "aq" else "organic", float(fv.weights[o.weight]),
+            o.name,
+            "aqueous" if o.phase == "aq" else "organic",
+            float(fv.weights[o.weight]),
             {s: float(conc[i]) for i, s in enumerate(st.lay.elements)},
         )
 
@@ -475,10 +519,7 @@ class SteadySolver:
                 outflow[o.circuit][s] += float(conc[i, o.stage] * w)
         out = []
         for c in range(len(states)):
-            out.append({
-                s: abs(inflow[c][s] - outflow[c][s]) / inflow[c][s]
-                for s in inflow[c] if inflow[c][s] > 0.0
-            })
+            out.append({s: abs(inflow[c][s] - outflow[c][s]) / inflow[c][s] for s in inflow[c] if inflow[c][s] > 0.0})
         return out
 
     def _profile(self, st: CircuitState, balance: dict[str, float]) -> CircuitProfile:
@@ -486,15 +527,20 @@ class SteadySolver:
         h = np.exp(st.z[lay.n_el])
         if lay.has_f:
             f = np.exp(st.z[lay.n_el + 1])
-            c_d = (f + np.array(lay.system.dimers_per_ion(lay.elements)) @ st.y)
+            c_d = f + np.array(lay.system.dimers_per_ion(lay.elements)) @ st.y
             loading = 1.0 - f / c_d
         else:
             loading = np.full(lay.n_stages, np.nan)
         return CircuitProfile(
-            name=lay.name, stages=lay.stage_labels(),
-            sections=tuple(lay.section(j) for j in range(lay.n_stages)), elements=lay.elements,
-            aqueous_mol_per_l=st.x.copy(), organic_mol_per_l=st.y.copy(), h_mol_per_l=h,
-            loading_fraction=loading, mass_balance_rel_error=balance,
+            name=lay.name,
+            stages=lay.stage_labels(),
+            sections=tuple(lay.section(j) for j in range(lay.n_stages)),
+            elements=lay.elements,
+            aqueous_mol_per_l=st.x.copy(),
+            organic_mol_per_l=st.y.copy(),
+            h_mol_per_l=h,
+            loading_fraction=loading,
+            mass_balance_rel_error=balance,
         )
 
 

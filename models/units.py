@@ -33,11 +33,11 @@ __all__ = [
     "SECONDS_PER_HOUR",
     "celsius_to_kelvin",
     "dimer_to_monomer_mol_per_l",
+    "h_mol_per_l_to_ph",
     "kelvin_to_celsius",
     "m3_per_h_to_l_per_h",
     "monomer_to_dimer_mol_per_l",
     "ph_to_h_mol_per_l",
-    "h_mol_per_l_to_ph",
     "vol_pct_to_mol_per_l",
 ]
 

@@ -30,10 +30,15 @@ def demo(as_json: Annotated[bool, typer.Option("--json", help="One JSON object o
         }
 
         def human() -> None:
-            typer.echo(payload["what"] + f" ({system.key}):")
+            typer.echo(f"{payload['what']} ({system.key}):")
             for s in res.aqueous.names:
-                typer.echo(f"  {s}: aq {res.aqueous[s]:.4g} M, org {res.organic[s]:.4g} M, D = {res.distribution[s]:.3g}")
-            typer.echo(f"  equilibrium pH {res.ph:.2f}, extractant loading {res.loading_fraction:.1%}, beta(Dy/Tb) = {beta:.2f}")
+                typer.echo(
+                    f"  {s}: aq {res.aqueous[s]:.4g} M, org {res.organic[s]:.4g} M, D = {res.distribution[s]:.3g}"
+                )
+            typer.echo(
+                f"  equilibrium pH {res.ph:.2f}, extractant loading {res.loading_fraction:.1%}, "
+                f"beta(Dy/Tb) = {beta:.2f}"
+            )
             typer.echo("  rests on: " + ", ".join(f"{r.parameter} ({r.cls.value})" for r in res.rests_on))
 
         emit(payload, as_json, human)
