@@ -77,6 +77,7 @@ class StreamResult:
     phase: Literal["aqueous", "organic"]
     flow_l_per_h: float
     composition_mol_per_l: dict[str, float]
+    acidity_mol_per_l: float = 0.0
 
     def flux_mol_per_h(self) -> dict[str, float]:
         """Metal flux, mol/h."""
@@ -361,11 +362,21 @@ class SteadySolver:
         return z, norm <= tol, it, norm
 
     # ------------------------------------------------------------------ solve
-    def solve(self, p: Array | None = None, z0: Array | None = None, *, raise_on_failure: bool = False) -> SteadyResult:
+    def solve(
+        self,
+        p: Array | None = None,
+        z0: Array | None = None,
+        *,
+        p0: Array | None = None,
+        raise_on_failure: bool = False,
+    ) -> SteadyResult:
         """Steady state for parameters ``p`` (default: the spec's design point).
 
-        ``z0`` is a warm start (a previous solution's ``z``); without it the solve starts
-        from :func:`startup_state` with pseudo-transient continuation.
+        ``z0`` is a warm start (a previous solution's ``z``), ideally with the parameters
+        ``p0`` it was solved for: when a direct Newton solve from ``z0`` fails, the solver
+        walks from ``p0`` to ``p`` in adaptive steps (natural-parameter continuation) before
+        falling back to pseudo-transient continuation. Without ``z0`` the solve starts from
+        :func:`startup_state` (circuit by circuit for several circuits).
         """
         opts = self.options
         t0 = time.perf_counter()
@@ -381,30 +392,31 @@ class SteadySolver:
             z_start = self.prefill(np.array(z0, dtype=float), pv, fv)
             z, success, it, norm = self._newton(z_start, pv, fv, math.inf, None, opts.tol)
             iterations += it
+            if not success and p0 is not None:
+                method = "parameter continuation + newton"
+                z_c, success, it, st = self._parameter_continuation(np.array(z0, dtype=float), np.asarray(p0), pv)
+                iterations += it
+                steps += st
+                if success:
+                    z = z_c
+        if not success and z0 is None and len(self.fs.circuits) > 1:
+            # cold start of a multi-circuit plant: solve the circuits one by one in feed order
+            # (each from its upstream outlet), then close the whole flowsheet with Newton
+            method = "sequential circuits (continuation) + newton"
+            z_seq, ok_seq, it, st = self._sequential_start(pv)
+            iterations += it
+            steps += st
+            if ok_seq:
+                z, success, it, norm = self._newton(z_seq, pv, fv, math.inf, None, opts.tol)
+                iterations += it
+            if not success:
+                z0 = z_seq
         if not success:
             method = "pseudo-transient continuation + newton"
-            z = np.array(z0, dtype=float) if z0 is not None else startup_state(self.fs, pv)
-            z = self.prefill(z, pv, fv)
-            dt = opts.dt0_h
-            while steps < opts.max_steps:
-                states = self.residual.local(z, pv, jacobian=False)
-                prev = self.residual.holdups(states, fv)
-                z_new, ok, it, _ = self._newton(z, pv, fv, dt, prev, 1e-9)
-                iterations += it
-                steps += 1
-                if not ok:
-                    dt /= 4.0
-                    if dt < 1e-6:
-                        break
-                    continue
-                z = z_new
-                if dt >= opts.dt_max_h:
-                    z_fin, success, it, norm = self._newton(z, pv, fv, math.inf, None, opts.tol)
-                    iterations += it
-                    if success:
-                        z = z_fin
-                        break
-                dt *= opts.growth if it <= 4 else (4.0 if it <= 8 else 1.5)
+            start = np.array(z0, dtype=float) if z0 is not None else startup_state(self.fs, pv)
+            z, success, it, st, norm = self._continuation(start, pv, fv)
+            iterations += it
+            steps += st
         wall = time.perf_counter() - t0
         if not success or z is None:
             msg = (
@@ -416,6 +428,128 @@ class SteadySolver:
             z_out = z if z is not None else np.full(self.fs.n_unknowns, np.nan)
             return self._result(z_out, pv, fv, False, msg, iterations, steps, wall, method)
         return self._result(z, pv, fv, True, "converged", iterations, steps, wall, method)
+
+    def _parameter_continuation(self, z: Array, p0: Array, p1: Array) -> tuple[Array, bool, int, int]:
+        """Walk the solution from parameters ``p0`` to ``p1`` in adaptive steps with Newton."""
+        lam, step = 0.0, 0.25
+        iterations = steps = 0
+        prev: tuple[float, Array] | None = None
+        while lam < 1.0 and steps < 60:
+            target = min(1.0, lam + step)
+            pv = p0 + target * (p1 - p0)
+            fv = self.residual.flows(pv)
+            guess = z if prev is None else z + (z - prev[1]) * (target - lam) / (lam - prev[0])
+            z_new, ok, it, _ = self._newton(guess, pv, fv, math.inf, None, self.options.tol)
+            iterations += it
+            steps += 1
+            if not ok:
+                step /= 4.0
+                if step < 1e-4:
+                    return z, False, iterations, steps
+                continue
+            prev = (lam, z)
+            lam, z = target, z_new
+            step = min(2.0 * step, 0.5) if it <= 5 else step
+        return z, lam >= 1.0, iterations, steps
+
+    def _continuation(self, z: Array, pv: Array, fv: FlowValues) -> tuple[Array, bool, int, int, float]:
+        """Pseudo-transient continuation from ``z``: implicit-Euler steps with a growing step."""
+        opts = self.options
+        z = self.prefill(z, pv, fv)
+        dt = opts.dt0_h
+        iterations = steps = 0
+        norm = math.inf
+        while steps < opts.max_steps:
+            states = self.residual.local(z, pv, jacobian=False)
+            prev = self.residual.holdups(states, fv)
+            z_new, ok, it, _ = self._newton(z, pv, fv, dt, prev, 1e-9)
+            iterations += it
+            steps += 1
+            if not ok:
+                dt /= 4.0
+                if dt < 1e-6:
+                    break
+                continue
+            z = z_new
+            if dt >= opts.dt_max_h:
+                z_fin, success, it, norm = self._newton(z, pv, fv, math.inf, None, opts.tol)
+                iterations += it
+                if success:
+                    return z_fin, True, iterations, steps, norm
+            dt *= opts.growth if it <= 4 else (4.0 if it <= 8 else 1.5)
+        return z, False, iterations, steps, norm
+
+    def _sequential_start(self, pv: Array) -> tuple[Array, bool, int, int]:
+        """Solve each circuit alone, upstream first, with its feed taken from the solved upstream."""
+        fs = self.fs
+        z = startup_state(fs, pv)
+        iterations = steps = 0
+        solved: dict[str, StreamResult] = {}
+        feeds = {f.name: f for f in fs.spec.feeds}
+        order = _feed_order(fs)
+        for lay in order:
+            sub, pmap = self._sub_solver(lay.name)
+            p_sub = sub.fs.parameter_vector()
+            for i_sub, i_full in pmap:
+                p_sub[i_sub] = pv[i_full]
+            feed = lay.spec.feed
+            if feed not in feeds:
+                stream = solved[feed]
+                p_sub[sub.fs.parameters.index("in.flow_l_per_h")] = stream.flow_l_per_h
+                p_sub[sub.fs.parameters.index("in.acidity_mol_per_l")] = max(stream.acidity_mol_per_l, 1e-6)
+                for s_el, c in stream.composition_mol_per_l.items():
+                    name = f"in.conc_mol_per_l.{s_el}"
+                    if name in sub.fs.parameters:
+                        p_sub[sub.fs.parameters.index(name)] = max(c, 1e-190)
+            res = sub.solve(p_sub)
+            iterations += res.iterations
+            steps += res.continuation_steps
+            if not res.success:
+                return z, False, iterations, steps
+            z[lay.offset : lay.offset + lay.size] = res.z
+            for st in res.streams:
+                solved[f"{lay.name}.{st.name.split('.', 1)[1]}"] = st
+        return z, True, iterations, steps
+
+    def _sub_solver(self, circuit: str) -> tuple[SteadySolver, list[tuple[int, int]]]:
+        """A solver for one circuit alone (fed by an external stream ``in``), built once."""
+        cache: dict[str, tuple[SteadySolver, list[tuple[int, int]]]] = self.__dict__.setdefault("_subs", {})
+        if circuit in cache:
+            return cache[circuit]
+        from models.flowsheet import build_flowsheet
+        from models.spec import parse_spec
+
+        fs = self.fs
+        lay = fs.circuit(circuit)
+        c = lay.spec
+        feeds = {f.name: f for f in fs.spec.feeds}
+        if c.feed in feeds:
+            feed = feeds[c.feed].model_dump()
+            feed["name"] = "in"
+        else:
+            outlet = c.feed.split(".", 1)[1]
+            feed = {
+                "name": "in", "phase": "organic" if outlet.endswith("organic") else "aqueous",
+                "flow_l_per_h": 1.0, "acidity_mol_per_l": 0.1, "composition_basis": "mol_per_l",
+                "composition": {s_el: 1e-3 for s_el in lay.elements if s_el != "Na" or c.saponification == 0.0},
+            }
+        circ = c.model_dump()
+        circ["feed"] = "in"
+        spec = parse_spec({"plant": {"name": f"{fs.spec.plant.name}:{circuit}"}, "feeds": [feed], "circuits": [circ]})
+        sub = SteadySolver(build_flowsheet(spec), self.options)
+        pmap = [
+            (sub.fs.parameters.index(n), fs.parameters.index(n))
+            for n in sub.fs.parameters.names
+            if n.startswith(f"{circuit}.") and n in fs.parameters
+        ]
+        if c.feed in feeds:
+            for n in sub.fs.parameters.names:
+                if n.startswith("in."):
+                    full = c.feed + n[2:]
+                    if full in fs.parameters:
+                        pmap.append((sub.fs.parameters.index(n), fs.parameters.index(full)))
+        cache[circuit] = (sub, pmap)
+        return sub, pmap
 
     # ----------------------------------------------------------------- report
     def _result(
@@ -492,6 +626,7 @@ class SteadySolver:
             "aqueous" if o.phase == "aq" else "organic",
             float(fv.weights[o.weight]),
             {s: float(conc[i]) for i, s in enumerate(st.lay.elements)},
+            float(st.acid[o.stage]) if o.phase == "aq" else 0.0,
         )
 
     def _mass_balances(self, states: tuple[CircuitState, ...], fv: FlowValues, p: Array) -> list[dict[str, float]]:
@@ -542,6 +677,25 @@ class SteadySolver:
             loading_fraction=loading,
             mass_balance_rel_error=balance,
         )
+
+
+def _feed_order(fs: Flowsheet) -> list[Any]:
+    """Circuits ordered so that each comes after the circuit feeding it."""
+    feeds = {f.name for f in fs.spec.feeds}
+    done: set[str] = set()
+    order = []
+
+    def visit(lay: Any) -> None:
+        if lay.name in done:
+            return
+        if lay.spec.feed not in feeds:
+            visit(fs.circuit(lay.spec.feed.split(".")[0]))
+        done.add(lay.name)
+        order.append(lay)
+
+    for lay in fs.circuits:
+        visit(lay)
+    return order
 
 
 def _extrapolation_notes(st: CircuitState) -> list[str]:

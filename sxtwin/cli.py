@@ -10,6 +10,8 @@ import typer
 from sxtwin.commands import calibrate as calibrate_cmd
 from sxtwin.commands import data as data_cmd
 from sxtwin.commands import demo as demo_cmd
+from sxtwin.commands import simulate as simulate_cmd
+from sxtwin.commands import steady as steady_cmd
 
 __all__ = ["app", "main"]
 
@@ -23,6 +25,10 @@ app = typer.Typer(
 app.command(name="demo", help="Compute something real and print it (what `make run` shows).")(demo_cmd.demo)
 app.add_typer(data_cmd.app, name="data", help="Inspect shipped chemistry data and where each number comes from.")
 app.command(name="calibrate", help="Fit chemistry to batch data.")(calibrate_cmd.calibrate_cmd)
+app.command(name="steady", help="Steady state of a plant spec: products, purities, recoveries.")(steady_cmd.steady)
+app.command(name="simulate", help="Dynamics of a plant spec (SUNDIALS IDAS) with setpoint steps.")(
+    simulate_cmd.simulate
+)
 
 
 @app.callback()
