@@ -41,7 +41,7 @@ from models.labelled import LabelledVector
 from models.residual import ACID_SCALE_REF_MOL_PER_L, FLOOR_MOL_PER_H, Residual
 from models.stage import StageModel
 
-__all__ = ["DynamicModel", "DynamicOptions", "DynamicResult", "Move"]
+__all__ = ["DynamicModel", "DynamicOptions", "DynamicResult", "Move", "PlantState"]
 
 Array = npt.NDArray[np.float64]
 log = logging.getLogger(__name__)
@@ -133,6 +133,25 @@ class DynamicResult:
     def plant_hours(self) -> float:
         """Simulated plant time, h."""
         return float(self.times_h[-1] - self.times_h[0])
+
+
+@dataclass(frozen=True)
+class PlantState:
+    """The full dynamic state of a plant at one plant time (for stepwise simulation).
+
+    Attributes
+    ----------
+    t_h
+        Plant time, h.
+    xd
+        Differential states (log metal inventories and acid inventories per stage).
+    z
+        Stage unknowns (log concentrations, log acidity, log free extractant).
+    """
+
+    t_h: float
+    xd: Array
+    z: Array
 
 
 class DynamicModel:
@@ -282,6 +301,20 @@ class DynamicModel:
         out2 = self._advance(xm, zm, p, mid, b, [t for t in grid if t > mid + 1e-12], depth + 1)
         keep = [o for o in out1 if any(abs(o[0] - t) < 1e-12 for t in grid)]
         return keep + out2
+
+    # ------------------------------------------------------------ stepwise
+    def initial_state(self, z: Array, p: Array, t_h: float = 0.0) -> PlantState:
+        """A consistent plant state from stage unknowns ``z`` (a steady solution or start-up)."""
+        return PlantState(t_h, np.asarray(self._state_function(z, p)).ravel(), np.array(z, dtype=float))
+
+    def advance(self, state: PlantState, p: Array, dt_h: float) -> PlantState:
+        """Integrate ``dt_h`` plant hours with parameters ``p`` held constant (for a plant
+        simulator that changes setpoints between steps). Raises :class:`ConvergenceError`."""
+        if not (math.isfinite(dt_h) and dt_h > 0.0):
+            raise InputError(f"dt_h: {dt_h!r} must be a finite time > 0", field="dt_h")
+        out = self._advance(state.xd, state.z, np.asarray(p, dtype=float), 0.0, dt_h, [dt_h], depth=0)
+        _, xd, z = out[-1]
+        return PlantState(state.t_h + dt_h, xd, z)
 
     # -------------------------------------------------------------- simulate
     def simulate(
