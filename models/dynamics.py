@@ -265,6 +265,15 @@ class DynamicModel:
         return ca.Function("states", [z, p], [ca.vertcat(*out)])
 
     def _integrator(self, grid: Sequence[float], max_step_h: float = 0.0) -> ca.Function:
+        key = (tuple(round(float(t), 12) for t in grid), round(max_step_h, 12))
+        cache: dict[tuple[tuple[float, ...], float], ca.Function] = self.__dict__.setdefault("_integrators", {})
+        if key not in cache:
+            if len(cache) > 32:
+                cache.clear()
+            cache[key] = self._make_integrator(grid, max_step_h)
+        return cache[key]
+
+    def _make_integrator(self, grid: Sequence[float], max_step_h: float) -> ca.Function:
         opts: dict[str, object] = {
             "abstol": self.options.atol,
             "reltol": self.options.rtol,
