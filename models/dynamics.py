@@ -316,6 +316,26 @@ class DynamicModel:
         """A consistent plant state from stage unknowns ``z`` (a steady solution or start-up)."""
         return PlantState(t_h, np.asarray(self._state_function(z, p)).ravel(), np.array(z, dtype=float))
 
+    @cached_property
+    def _consistency(self) -> ca.Function:
+        """Newton rootfinder of the algebraic equations for ``z`` given differential states."""
+        dae = self._dae
+        g = ca.Function("alg", [dae["z"], dae["x"], dae["p"]], [dae["alg"]])
+        return ca.rootfinder("consistent", "newton", g, {"error_on_fail": False, "max_iter": 50})
+
+    def consistent_state(self, z_guess: Array, p: Array, t_h: float = 0.0) -> PlantState:
+        """A consistent state near ``z_guess``: inventories from ``z_guess``, then the algebraic
+        equations (phase equilibrium, extractant balance) solved for the stage unknowns.
+
+        Used after a state is edited (an estimator's correction, a parameter change that moves
+        the extractant balance)."""
+        pv = np.asarray(p, dtype=float)
+        xd = np.asarray(self._state_function(z_guess, pv)).ravel()
+        z = np.asarray(self._consistency(z_guess, xd, pv)).ravel()
+        if not np.all(np.isfinite(z)):
+            raise ConvergenceError("could not make the edited plant state consistent", details={"t_h": t_h})
+        return PlantState(t_h, np.asarray(self._state_function(z, pv)).ravel(), z)
+
     def advance(self, state: PlantState, p: Array, dt_h: float) -> PlantState:
         """Integrate ``dt_h`` plant hours with parameters ``p`` held constant (for a plant
         simulator that changes setpoints between steps). Raises :class:`ConvergenceError`."""

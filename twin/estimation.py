@@ -1,0 +1,473 @@
+r"""The soft sensor: every stage's composition with a confidence interval, from a few instruments.
+
+Method: a **parameter-only extended Kalman filter with model sensitivities**, around the plant's
+dynamic model. The plant state (every stage, both phases) is propagated by
+:class:`models.dynamics.DynamicModel` with the measured manipulated variables; a small vector
+:math:`\theta` of slowly drifting parameters is estimated:
+
+- per feed: log multipliers of the concentrations of its main elements (feed basket drift);
+- per circuit: the log multiplier of the extractant concentration (extractant loss), and the
+  :math:`\ln D` offsets of its main elements (separation-factor mismatch).
+
+:math:`\theta` is a random walk with prior standard deviations from :class:`EstimatorOptions`.
+An analyser reading is modelled in logarithms, :math:`\ln y = \ln c(z) + \ln M + v` with
+:math:`v \sim N(0, \sigma^2)`, :math:`\sigma` from the instrument's relative noise plus a model
+floor. Its Jacobian is :math:`H = \partial h/\partial z\; dz/d\theta + \partial h/\partial \theta`
+with the quasi-steady sensitivity :math:`dz/d\theta = -R_z^{-1} R_\theta` (implicit function
+theorem on the steady residual; CasADi AD for every partial). Updates use the prediction at the
+sample's own time (kept in a history of states), so samples that arrive late or out of order are
+used correctly for time-invariant parameters. After an update the dynamic state is shifted by
+:math:`(dz/d\theta)\,\Delta\theta` (quasi-steady correction).
+
+Uncertainty of the soft sensor: :math:`\mathrm{Var}(\ln x) = S P S^\top + \sigma_m^2` per stage
+and element (:math:`S = dz/d\theta`, :math:`\sigma_m` a model-error floor), reported as 95 %
+intervals. The cost scales with the number of parameters (tens), not with the thousands of
+stage states: a dense covariance over every stage is never formed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+import casadi as ca
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse.linalg as spla
+
+from models.dynamics import DynamicModel, PlantState
+from models.elements import element
+from models.errors import InputError
+from models.flowsheet import Flowsheet
+from models.residual import Residual, symbolic_residual
+from models.spec import InstrumentSpec
+from models.stage import StageModel
+
+__all__ = ["Channel", "EstimateSnapshot", "Estimator", "EstimatorOptions", "Observation", "UpdateReport"]
+
+Array = npt.NDArray[np.float64]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EstimatorOptions:
+    """Tuning of the estimator.
+
+    Attributes
+    ----------
+    prior_feed_rel
+        Prior standard deviation of feed-concentration multipliers (log units, 0.15 = 15 %).
+    prior_extractant_rel
+        Prior standard deviation of the extractant multiplier (log units).
+    prior_ln_d
+        Prior standard deviation of ln D offsets (0.15 is about 15 % on a separation factor).
+    walk_per_h
+        Random-walk standard deviation per square-root hour, as a fraction of the prior.
+    model_floor
+        Model-error floor added to every reading's log standard deviation.
+    main_fraction
+        Elements above this mole fraction of a feed (or circuit inflow) get parameters.
+    history_h
+        How far back states are kept for late samples, h.
+    sensitivity_every
+        Recompute the sensitivities after this many updates (they change slowly).
+    max_step
+        Largest change of any parameter in one update, in prior standard deviations.
+    """
+
+    prior_feed_rel: float = 0.15
+    prior_extractant_rel: float = 0.08
+    prior_ln_d: float = 0.15
+    walk_per_h: float = 0.01
+    model_floor: float = 0.08
+    main_fraction: float = 0.03
+    history_h: float = 72.0
+    sensitivity_every: int = 4
+    max_step: float = 2.0
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One measured quantity an instrument provides: an element concentration or an acidity.
+
+    Attributes
+    ----------
+    tag
+        ``AI-121.Dy`` style name (instrument tag, dot, element) or the tag for an acidity.
+    kind
+        ``"analyser"`` (g/L of an element) or ``"acidity"`` (mol/L).
+    circuit, stage, phase
+        Where it measures (stage 0-based), for stage channels.
+    stream
+        The outlet stream, for product analysers.
+    element
+        Element symbol, for analysers.
+    noise_rel
+        Relative noise (log standard deviation) of the instrument.
+    """
+
+    tag: str
+    kind: Literal["analyser", "acidity"]
+    circuit: str
+    stage: int
+    phase: Literal["aqueous", "organic"]
+    element: str | None
+    noise_rel: float
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A reading to assimilate: value in the instrument's unit, time the sample was taken."""
+
+    tag: str
+    value: float
+    sample_time_h: float
+
+
+@dataclass(frozen=True)
+class UpdateReport:
+    """What one update did."""
+
+    used: int
+    rejected: tuple[tuple[str, str], ...]
+    innovation_rms: float
+    wall_time_s: float
+
+
+@dataclass(frozen=True)
+class CircuitEstimate:
+    """Soft-sensor profiles of one circuit (mol/L, with 95 % bounds)."""
+
+    name: str
+    stages: tuple[str, ...]
+    elements: tuple[str, ...]
+    aqueous_mol_per_l: Array
+    aqueous_low: Array
+    aqueous_high: Array
+    organic_mol_per_l: Array
+    ph: Array
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "name": self.name,
+            "stages": list(self.stages),
+            "elements": list(self.elements),
+            "aqueous_mol_per_l": {s: self.aqueous_mol_per_l[i].tolist() for i, s in enumerate(self.elements)},
+            "aqueous_low": {s: self.aqueous_low[i].tolist() for i, s in enumerate(self.elements)},
+            "aqueous_high": {s: self.aqueous_high[i].tolist() for i, s in enumerate(self.elements)},
+            "organic_mol_per_l": {s: self.organic_mol_per_l[i].tolist() for i, s in enumerate(self.elements)},
+            "ph": self.ph.tolist(),
+        }
+
+
+@dataclass(frozen=True)
+class EstimateSnapshot:
+    """The estimator's current picture of the plant."""
+
+    plant_time_h: float
+    circuits: tuple[CircuitEstimate, ...]
+    parameters: dict[str, float]
+    parameter_std: dict[str, float]
+    healthy: bool
+    updates: int
+    last_update_plant_h: float | None
+    z: Array = field(repr=False)
+    p: Array = field(repr=False)
+
+    def circuit(self, name: str) -> CircuitEstimate:
+        """One circuit's profiles."""
+        for c in self.circuits:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+def channels_from_instruments(fs: Flowsheet, instruments: Sequence[InstrumentSpec]) -> tuple[Channel, ...]:
+    """The measured quantities declared in the spec (analysers and stage acidities)."""
+    out: list[Channel] = []
+    for ins in instruments:
+        if ins.kind == "analyser":
+            if ins.stream is not None:
+                outlet = next(o for o in fs.outlets if o.name == ins.stream)
+                lay = fs.circuits[outlet.circuit]
+                circuit, stage = lay.name, outlet.stage
+                phase: Literal["aqueous", "organic"] = "aqueous" if outlet.phase == "aq" else "organic"
+            else:
+                assert ins.circuit is not None and ins.stage is not None
+                circuit, stage, phase = ins.circuit, ins.stage - 1, ins.phase
+            lay = fs.circuit(circuit)
+            for s in ins.elements:
+                if s in lay.elements:
+                    out.append(Channel(f"{ins.tag}.{s}", "analyser", circuit, stage, phase, s, ins.noise_rel))
+        elif ins.kind == "acidity" and ins.circuit is not None and ins.stage is not None:
+            out.append(Channel(ins.tag, "acidity", ins.circuit, ins.stage - 1, "aqueous", None, ins.noise_rel))
+    return tuple(out)
+
+
+class Estimator:
+    """The soft sensor of one plant (see module docstring). Not thread-safe: one owner."""
+
+    def __init__(
+        self,
+        flowsheet: Flowsheet,
+        z0: Array,
+        p0: Array,
+        *,
+        options: EstimatorOptions | None = None,
+        t0_h: float = 0.0,
+    ) -> None:
+        self.fs = flowsheet
+        self.options = options or EstimatorOptions()
+        self.model = DynamicModel(flowsheet)
+        self.residual = Residual(flowsheet)
+        self.channels = channels_from_instruments(flowsheet, flowsheet.spec.instruments)
+        self._channel_index = {c.tag: i for i, c in enumerate(self.channels)}
+        self.p_base = np.array(p0, dtype=float)
+        self._z0 = np.array(z0, dtype=float)
+        self.theta_names, self._theta_kind, self._theta_param, prior = self._choose_parameters()
+        self.theta = np.zeros(len(self.theta_names))
+        self.P = np.diag(prior**2)
+        self._prior = prior
+        self.state: PlantState = self.model.initial_state(z0, self.p(), t0_h)
+        self._history: list[tuple[float, Array, Array]] = [(t0_h, self.state.z.copy(), self.p())]
+        self._history_t: list[float] = [t0_h]
+        self._sens: Array | None = None
+        self._updates_since_sens = 0
+        self.updates = 0
+        self.last_update_plant_h: float | None = None
+        self.healthy = True
+
+    # ----------------------------------------------------------- parameters
+    def _choose_parameters(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], Array]:
+        fs, o = self.fs, self.options
+        names, kinds, params, prior = [], [], [], []
+        p = self.p_base
+        for f in fs.spec.feeds:
+            conc = {s: p[fs.parameters.index(f"{f.name}.conc_mol_per_l.{s}")] for s in f.concentrations_mol_per_l()}
+            total = sum(conc.values())
+            for s, c in conc.items():
+                if element(s).in_treo and c >= o.main_fraction * total:
+                    names.append(f"{f.name}.feed_multiplier.{s}")
+                    kinds.append("ln_scale")
+                    params.append(fs.parameters.index(f"{f.name}.conc_mol_per_l.{s}"))
+                    prior.append(o.prior_feed_rel)
+        for lay in fs.circuits:
+            if lay.has_f:
+                names.append(f"{lay.name}.extractant_multiplier")
+                kinds.append("ln_scale")
+                params.append(fs.parameters.index(f"{lay.name}.extractant_mol_per_l"))
+                prior.append(o.prior_extractant_rel)
+            for s in self._main_elements(lay.name):
+                names.append(f"{lay.name}.ln_d_offset.{s}")
+                kinds.append("add")
+                params.append(fs.parameters.index(f"{lay.name}.ln_d_offset.{s}"))
+                prior.append(o.prior_ln_d)
+        return tuple(names), tuple(kinds), tuple(params), np.array(prior)
+
+    def _main_elements(self, circuit: str) -> list[str]:
+        """Rare earths above ``main_fraction`` of what enters the circuit (steady estimate)."""
+        lay = self.fs.circuit(circuit)
+        st = self.residual.local(self._z0, self.p_base, jacobian=False)[lay.index]
+        total_x = st.x.sum(axis=1)
+        tot = sum(total_x[i] for i, s in enumerate(lay.elements) if element(s).in_treo)
+        return [
+            s
+            for i, s in enumerate(lay.elements)
+            if element(s).in_treo and total_x[i] >= self.options.main_fraction * tot
+        ]
+
+    def p(self, theta: Array | None = None, base: Array | None = None) -> Array:
+        """The parameter vector for parameter estimates ``theta`` (default: current)."""
+        th = self.theta if theta is None else theta
+        out = np.array(self.p_base if base is None else base, dtype=float)
+        for k, (kind, idx) in enumerate(zip(self._theta_kind, self._theta_param, strict=True)):
+            out[idx] = out[idx] * math.exp(th[k]) if kind == "ln_scale" else out[idx] + th[k]
+        return out
+
+    def _dp_dtheta(self, p: Array) -> Array:
+        d = np.zeros((p.size, self.theta.size))
+        for k, (kind, idx) in enumerate(zip(self._theta_kind, self._theta_param, strict=True)):
+            d[idx, k] = p[idx] if kind == "ln_scale" else 1.0
+        return d
+
+    # ------------------------------------------------------------ functions
+    @cached_property
+    def _measure(self) -> ca.Function:
+        """``(z, p) -> h`` (ln of every channel's reading in its unit) and its Jacobians."""
+        fs = self.fs
+        z = ca.MX.sym("z", fs.n_unknowns)
+        p = ca.MX.sym("p", fs.parameters.values.shape[0])
+        out = []
+        for ch in self.channels:
+            lay = fs.circuit(ch.circuit)
+            zk = z[lay.offset + ch.stage * lay.nv : lay.offset + (ch.stage + 1) * lay.nv]
+            if ch.kind == "acidity":
+                c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
+                t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
+                delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
+                _, acid, _ = StageModel(lay).values(zk, c_ha, t_k, delta)
+                out.append(ca.log(acid))
+                continue
+            assert ch.element is not None
+            i = lay.elements.index(ch.element)
+            ln_c = zk[i]
+            if ch.phase == "organic":
+                c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
+                t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
+                delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
+                ln_d, _, _ = StageModel(lay).values(zk, c_ha, t_k, delta)
+                ln_c = ln_c + ln_d[i]
+            out.append(ln_c + math.log(element(ch.element).atomic_weight_g_per_mol))
+        h = ca.vertcat(*out) if out else ca.MX.zeros(0, 1)
+        return ca.Function("measure", [z, p], [h, ca.jacobian(h, z), ca.jacobian(h, p)])
+
+    @cached_property
+    def _r_p(self) -> ca.Function:
+        fs = self.fs
+        f = symbolic_residual(fs)
+        z = ca.MX.sym("z", fs.n_unknowns)
+        p = ca.MX.sym("p", fs.parameters.values.shape[0])
+        return ca.Function("r_p", [z, p], [ca.jacobian(f(z, p), p)])
+
+    def sensitivities(self, z: Array, p: Array) -> Array:
+        """Quasi-steady ``dz/dtheta`` at (z, p): one sparse LU, one solve per parameter."""
+        _, jac = self.residual.evaluate(z, p)
+        assert jac is not None
+        r_p = np.asarray(self._r_p(z, p))
+        rhs = r_p @ self._dp_dtheta(p)
+        return -spla.splu(jac.tocsc(), permc_spec="NATURAL").solve(rhs)
+
+    # ---------------------------------------------------------- propagation
+    def predict(self, t_h: float, inputs: Mapping[str, float] | None = None) -> None:
+        """Advance the state to plant time ``t_h`` with measured inputs (parameter names)."""
+        for name, value in (inputs or {}).items():
+            if name not in self.fs.parameters:
+                raise InputError(f"inputs: unknown parameter {name!r}", field="inputs")
+            if not math.isfinite(value):
+                raise InputError(f"inputs.{name}: {value!r} is not finite", field=f"inputs.{name}")
+            self.p_base[self.fs.parameters.index(name)] = float(value)
+        dt = t_h - self.state.t_h
+        if dt <= 1e-9:
+            return
+        walk = (self.options.walk_per_h * self._prior) ** 2 * dt
+        self.P = self.P + np.diag(walk)
+        self.state = self.model.advance(self.state, self.p(), dt)
+        self._history.append((self.state.t_h, self.state.z.copy(), self.p()))
+        self._history_t.append(self.state.t_h)
+        cutoff = self.state.t_h - self.options.history_h
+        while len(self._history) > 2 and self._history_t[0] < cutoff:
+            self._history.pop(0)
+            self._history_t.pop(0)
+
+    def _state_at(self, t_h: float) -> tuple[Array, Array] | None:
+        """The stored state nearest (not after) plant time ``t_h``."""
+        if not self._history_t or t_h < self._history_t[0] - 1e-9:
+            return None
+        k = bisect.bisect_right(self._history_t, t_h + 1e-9) - 1
+        _, z, p = self._history[max(k, 0)]
+        return z, p
+
+    # --------------------------------------------------------------- update
+    def update(self, observations: Sequence[Observation]) -> UpdateReport:
+        """Assimilate readings (each at its own sample time); returns what was used."""
+        t0 = time.perf_counter()
+        rejected: list[tuple[str, str]] = []
+        rows: list[tuple[int, float, Array, Array]] = []
+        for ob in observations:
+            k = self._channel_index.get(ob.tag)
+            if k is None:
+                rejected.append((ob.tag, "not a declared analyser or acidity channel"))
+                continue
+            if not (math.isfinite(ob.value) and ob.value > 0.0):
+                rejected.append((ob.tag, f"value {ob.value!r} is not a positive finite reading"))
+                continue
+            if ob.sample_time_h > self.state.t_h + 1e-6:
+                rejected.append((ob.tag, "sample time is in the future of the estimator"))
+                continue
+            past = self._state_at(ob.sample_time_h)
+            if past is None:
+                rejected.append((ob.tag, "sample older than the kept history"))
+                continue
+            rows.append((k, math.log(ob.value), past[0], past[1]))
+        if not rows:
+            return UpdateReport(0, tuple(rejected), math.nan, time.perf_counter() - t0)
+        if self._sens is None or self._updates_since_sens >= self.options.sensitivity_every:
+            self._sens = self.sensitivities(self.state.z, self.p())
+            self._updates_since_sens = 0
+        sens = self._sens
+        innov, h_rows, sigma = [], [], []
+        for k, y, z_s, p_s in rows:
+            hv, hz, hp = self._measure(z_s, p_s)
+            hv, hz, hp = np.asarray(hv).ravel(), np.asarray(hz), np.asarray(hp)
+            innov.append(y - hv[k])
+            h_rows.append(hz[k] @ sens + hp[k] @ self._dp_dtheta(p_s))
+            ch = self.channels[k]
+            sigma.append(math.hypot(max(ch.noise_rel, 1e-3), self.options.model_floor))
+        nu = np.array(innov)
+        H = np.array(h_rows)
+        Rm = np.diag(np.array(sigma) ** 2)
+        S = H @ self.P @ H.T + Rm
+        K = self.P @ H.T @ np.linalg.solve(S, np.eye(len(nu)))
+        d_theta = K @ nu
+        limit = self.options.max_step * self._prior
+        scale = float(np.max(np.abs(d_theta) / limit)) if d_theta.size else 0.0
+        if scale > 1.0:
+            d_theta /= scale
+        self.theta = self.theta + d_theta
+        self.P = (np.eye(self.theta.size) - K @ H) @ self.P
+        self.P = 0.5 * (self.P + self.P.T)
+        # quasi-steady correction of the dynamic state, then a consistent differential state
+        z_new = self.state.z + sens @ d_theta
+        self.state = self.model.consistent_state(z_new, self.p(), self.state.t_h)
+        self._history[-1] = (self.state.t_h, self.state.z.copy(), self.p())
+        self._updates_since_sens += 1
+        self.updates += 1
+        self.last_update_plant_h = self.state.t_h
+        self.healthy = bool(np.all(np.isfinite(self.theta)) and np.all(np.isfinite(self.state.z)))
+        return UpdateReport(len(rows), tuple(rejected), float(np.sqrt(np.mean(nu**2))), time.perf_counter() - t0)
+
+    # ------------------------------------------------------------- results
+    def snapshot(self) -> EstimateSnapshot:
+        """Every stage's composition with 95 % bounds, and the parameter estimates."""
+        z, p = self.state.z, self.p()
+        sens = self._sens if self._sens is not None else self.sensitivities(z, p)
+        self._sens = sens
+        var_z = np.einsum("ij,jk,ik->i", sens, self.P, sens) + self.options.model_floor**2
+        states = self.residual.local(z, p, jacobian=False)
+        circuits = []
+        for st in states:
+            lay = st.lay
+            n, N, nv = lay.n_el, lay.n_stages, lay.nv
+            idx = lay.offset + np.arange(N)[None, :] * nv + np.arange(n)[:, None]
+            sd = np.sqrt(var_z[idx])
+            circuits.append(
+                CircuitEstimate(
+                    name=lay.name,
+                    stages=lay.stage_labels(),
+                    elements=lay.elements,
+                    aqueous_mol_per_l=st.x.copy(),
+                    aqueous_low=st.x * np.exp(-1.96 * sd),
+                    aqueous_high=st.x * np.exp(1.96 * sd),
+                    organic_mol_per_l=st.y.copy(),
+                    ph=-np.log10(np.exp(st.z[n])),
+                )
+            )
+        std = np.sqrt(np.diag(self.P))
+        return EstimateSnapshot(
+            plant_time_h=self.state.t_h,
+            circuits=tuple(circuits),
+            parameters=dict(zip(self.theta_names, self.theta.tolist(), strict=True)),
+            parameter_std=dict(zip(self.theta_names, std.tolist(), strict=True)),
+            healthy=self.healthy,
+            updates=self.updates,
+            last_update_plant_h=self.last_update_plant_h,
+            z=z.copy(),
+            p=p,
+        )
