@@ -200,7 +200,8 @@ def channels_from_instruments(fs: Flowsheet, instruments: Sequence[InstrumentSpe
                 circuit, stage = lay.name, outlet.stage
                 phase: Literal["aqueous", "organic"] = "aqueous" if outlet.phase == "aq" else "organic"
             else:
-                assert ins.circuit is not None and ins.stage is not None
+                assert ins.circuit is not None
+                assert ins.stage is not None
                 circuit, stage, phase = ins.circuit, ins.stage - 1, ins.phase
             lay = fs.circuit(circuit)
             for s in ins.elements:
@@ -404,8 +405,8 @@ class Estimator:
         sens = self._sens
         innov, h_rows, sigma = [], [], []
         for k, y, z_s, p_s in rows:
-            hv, hz, hp = self._measure(z_s, p_s)
-            hv, hz, hp = np.asarray(hv).ravel(), np.asarray(hz), np.asarray(hp)
+            out = self._measure(z_s, p_s)
+            hv, hz, hp = np.asarray(out[0]).ravel(), np.asarray(out[1]), np.asarray(out[2])
             innov.append(y - hv[k])
             h_rows.append(hz[k] @ sens + hp[k] @ self._dp_dtheta(p_s))
             ch = self.channels[k]
