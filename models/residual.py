@@ -93,6 +93,56 @@ class _LinkGroup:
     tgt_el: npt.NDArray[np.int64]  # target element positions that exist in the source
     src_el: npt.NDArray[np.int64]
 
+    @cached_property
+    def src_ix(self) -> tuple[npt.NDArray[np.int64], ...]:
+        """``np.ix_(src_el, src_stage)``: the (element, stage) block read from the source."""
+        return np.ix_(self.src_el, self.src_stage)
+
+    @cached_property
+    def tgt_ix(self) -> tuple[npt.NDArray[np.int64], ...]:
+        """``np.ix_(tgt_el, tgt_stage)``: the (element, stage) block written in the target."""
+        return np.ix_(self.tgt_el, self.tgt_stage)
+
+    @cached_property
+    def tgt_scatter(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Broadcast (element, stage) indices of the target block, for ``np.add.at``."""
+        return self.tgt_el[:, None], np.broadcast_to(self.tgt_stage, (len(self.tgt_el), len(self.tgt_stage)))
+
+
+@dataclass(frozen=True)
+class _CscPattern:
+    """The Jacobian's sparsity pattern in CSC form, fixed by the flowsheet's structure.
+
+    Built once from the COO indices of the first assembly; afterwards the entries (in the same
+    COO order) are scattered into the CSC data array directly, so no index sorting, duplicate
+    summing or format checking is repeated at every Newton iteration. Duplicates are summed as
+    in :class:`scipy.sparse.coo_matrix`; explicit zeros are kept (the pattern never changes).
+    """
+
+    n: int
+    indices: npt.NDArray[np.int32]
+    indptr: npt.NDArray[np.int32]
+    position: npt.NDArray[np.int64]  # CSC data position of each COO entry
+    duplicates: bool
+
+    @classmethod
+    def from_coo(cls, rows: npt.NDArray[Any], cols: npt.NDArray[Any], n: int) -> _CscPattern:
+        key = cols.astype(np.int64) * n + rows.astype(np.int64)
+        unique, position = np.unique(key, return_inverse=True)
+        indptr = np.searchsorted(unique // n, np.arange(n + 1)).astype(np.int32)
+        return cls(n, (unique % n).astype(np.int32), indptr, position.ravel(), unique.size < key.size)
+
+    def matrix(self, values: Array) -> sp.csc_matrix:
+        """The CSC matrix with ``values`` given in the COO order of :meth:`from_coo`."""
+        data = np.zeros(self.indices.size)
+        if self.duplicates:
+            np.add.at(data, self.position, values)
+        else:
+            data[self.position] = values
+        jac = sp.csc_matrix((data, self.indices, self.indptr), shape=(self.n, self.n))
+        jac.has_canonical_format = True  # sorted, no duplicates: spares SciPy the checks
+        return jac
+
 
 class Residual:
     """Numeric residual and Jacobian of a flowsheet (fast path of the steady solver)."""
@@ -124,6 +174,7 @@ class Residual:
                 )
             )
         self.release = tuple(np.array(lay.system.proton_release(lay.elements)) for lay in flowsheet.circuits)
+        self._jac_pattern: _CscPattern | None = None
 
     # ------------------------------------------------------------------ flows
     def flows(self, p: Array) -> FlowValues:
@@ -155,32 +206,57 @@ class Residual:
         )
 
     # ------------------------------------------------------------------ local
+    @cached_property
+    def _stage_functions(self) -> tuple[tuple[_BufferedFunction, _BufferedFunction], ...]:
+        """Per circuit, the mapped stage functions with dense outputs (values; values and Jacobians)."""
+        out = []
+        for lay, st in zip(self.fs.circuits, self.stages, strict=True):
+            pair = []
+            for fn in (st.values, st.values_and_jacobians):
+                args = fn.sx_in()
+                dense = ca.Function(f"{fn.name()}_dense", args, [ca.densify(e) for e in fn(*args)])
+                pair.append(_BufferedFunction.of(dense.map(lay.n_stages)))
+            out.append((pair[0], pair[1]))
+        return tuple(out)
+
+    @cached_property
+    def _parameter_positions(self) -> tuple[tuple[int, int, npt.NDArray[np.int64]], ...]:
+        """Per circuit, positions in ``p`` of the extractant, the temperature and the ln D offsets."""
+        idx = self.fs.parameters.index
+        return tuple(
+            (
+                idx(f"{lay.name}.extractant_mol_per_l"),
+                idx(f"{lay.name}.temperature_k"),
+                np.array([idx(f"{lay.name}.ln_d_offset.{s}") for s in lay.elements], dtype=np.int64),
+            )
+            for lay in self.fs.circuits
+        )
+
     def local(self, z: Array, p: Array, *, jacobian: bool = True) -> tuple[CircuitState, ...]:
         """Stage functions of every circuit at ``z``."""
         out = []
-        for lay, st in zip(self.fs.circuits, self.stages, strict=True):
+        z = np.asarray(z, dtype=float)
+        p = np.asarray(p, dtype=float)
+        for lay, fns, (i_ha, i_t, i_delta) in zip(
+            self.fs.circuits, self._stage_functions, self._parameter_positions, strict=True
+        ):
             n, N, nv = lay.n_el, lay.n_stages, lay.nv
-            zc = z[lay.offset : lay.offset + lay.size].reshape(N, nv).T
-            c_ha = p[self.fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
-            t_k = p[self.fs.parameters.index(f"{lay.name}.temperature_k")]
-            delta = np.array([p[self.fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
-            dmat = np.repeat(delta.reshape(n, 1), N, axis=1)
+            zs = z[lay.offset : lay.offset + lay.size]
+            args = (zs, np.full(N, p[i_ha]), np.full(N, p[i_t]), np.tile(p[i_delta], N))
+            r = (fns[1] if jacobian else fns[0])(*args)
+            # outputs are column-major: (n, N) stage values and (n or 1, N*nv) stage Jacobians
+            ln_d = np.ascontiguousarray(r[0].reshape(N, n).T)
+            acid = r[1]
+            ext = r[2]
             if jacobian:
-                r = st.mapped(zc, c_ha, t_k, dmat)
-                ln_d = np.asarray(r[0])
-                acid = np.asarray(r[1]).ravel()
-                ext = np.asarray(r[2]).ravel()
-                jd = np.asarray(r[3]).reshape(n, N, nv).transpose(1, 0, 2).copy()
-                ja = np.asarray(r[4]).reshape(N, nv)
-                je = np.asarray(r[5]).reshape(N, nv)
+                jd = np.ascontiguousarray(r[3].reshape(N, nv, n).transpose(0, 2, 1))
+                ja = r[4].reshape(N, nv)
+                je = r[5].reshape(N, nv)
                 jd[:, np.arange(n), np.arange(n)] += 1.0  # d ln y / dz = d ln x/dz + d ln D/dz
             else:
-                r = st.mapped_values(zc, c_ha, t_k, dmat)
-                ln_d = np.asarray(r[0])
-                acid = np.asarray(r[1]).ravel()
-                ext = np.asarray(r[2]).ravel()
                 jd = np.empty((0, 0, 0))
                 ja = je = np.empty((0, 0))
+            zc = zs.reshape(N, nv).T
             ln_x = zc[:n]
             ln_y = ln_x + ln_d
             out.append(CircuitState(lay, zc, np.exp(ln_x), np.exp(ln_y), ln_y, acid, ext, jd, ja, je))
@@ -224,13 +300,14 @@ class Residual:
             src = states[g.source]
             w = fv.weights[g.weight]
             conc = src.x if g.phase == "aq" else src.y
-            contrib = conc[np.ix_(g.src_el, g.src_stage)] * w
-            idx = (g.tgt_el[:, None], np.broadcast_to(g.tgt_stage, (len(g.tgt_el), len(g.tgt_stage))))
+            contrib = conc[g.src_ix] * w
+            idx = g.tgt_scatter
             np.add.at(flux_in[g.target], idx, contrib)
             if g.phase == "org":
                 np.add.at(org_in[g.target], idx, contrib)
             else:
                 np.add.at(acid_in[g.target], g.tgt_stage, src.acid[g.src_stage] * w)
+        build = jacobian and self._jac_pattern is None  # index arrays are needed only once
         res_parts = []
         jac_rows: list[npt.NDArray[Any]] = []
         jac_cols: list[npt.NDArray[Any]] = []
@@ -268,22 +345,25 @@ class Residual:
             vals = share_y.T[:, :, None] * st.d_ln_y  # (N, n, nv)
             vals[:, np.arange(n), np.arange(n)] += share_x.T
             vals = -vals
-            rows = (base[:, None] + np.arange(n)[None, :])[:, :, None] + 0 * np.arange(nv)[None, None, :]
-            cols = base[:, None, None] + np.arange(nv)[None, None, :] + 0 * np.arange(n)[None, :, None]
-            jac_rows.append(rows.ravel())
-            jac_cols.append(cols.ravel())
+            if build:
+                rows = (base[:, None] + np.arange(n)[None, :])[:, :, None] + 0 * np.arange(nv)[None, None, :]
+                cols = base[:, None, None] + np.arange(nv)[None, None, :] + 0 * np.arange(n)[None, :, None]
+                jac_rows.append(rows.ravel())
+                jac_cols.append(cols.ravel())
             jac_vals.append(vals.ravel())
             # (c) acid row, own stage
             gy = ((go + inv_dt * vo)[None, :] * st.y) * r[:, None]  # (n, N)
             vals_h = np.einsum("in,niv->nv", gy, st.d_ln_y) - (lo + inv_dt * va)[:, None] * st.d_acid
             vals_h /= fv.acid_scale[c]
-            jac_rows.append(np.repeat(base + n, nv))
-            jac_cols.append((base[:, None] + np.arange(nv)[None, :]).ravel())
+            if build:
+                jac_rows.append(np.repeat(base + n, nv))
+                jac_cols.append((base[:, None] + np.arange(nv)[None, :]).ravel())
             jac_vals.append(vals_h.ravel())
             # (e) extractant row, own stage
             if lay.has_f:
-                jac_rows.append(np.repeat(base + n + 1, nv))
-                jac_cols.append((base[:, None] + np.arange(nv)[None, :]).ravel())
+                if build:
+                    jac_rows.append(np.repeat(base + n + 1, nv))
+                    jac_cols.append((base[:, None] + np.arange(nv)[None, :]).ravel())
                 jac_vals.append(st.d_ext.ravel())
         if jacobian:
             for g in self.groups:
@@ -295,52 +375,85 @@ class Residual:
                 te, se = g.tgt_el, g.src_el  # (k,)
                 ts, ss = g.tgt_stage, g.src_stage  # (L,)
                 row_el = tl.offset + ts[None, :] * tl.nv + te[:, None]  # (k, L)
-                scale_in = w[None, :] / infl[np.ix_(te, ts)]  # (k, L)
+                scale_in = w[None, :] / infl[g.tgt_ix]  # (k, L)
                 if g.phase == "aq":
                     # (b) element rows: d ln In / d ln x_src
-                    col = sl.offset + ss[None, :] * sl.nv + se[:, None]
-                    jac_rows.append(row_el.ravel())
-                    jac_cols.append(col.ravel())
-                    jac_vals.append((scale_in * src.x[np.ix_(se, ss)]).ravel())
+                    if build:
+                        col = sl.offset + ss[None, :] * sl.nv + se[:, None]
+                        jac_rows.append(row_el.ravel())
+                        jac_cols.append(col.ravel())
+                    jac_vals.append((scale_in * src.x[g.src_ix]).ravel())
                     # (d) acid row: + w d acid_src / dz_src
-                    rows_h = np.repeat(tl.offset + ts * tl.nv + tl.n_el, sl.nv)
-                    cols_h = (sl.offset + ss[:, None] * sl.nv + np.arange(sl.nv)[None, :]).ravel()
-                    jac_rows.append(rows_h)
-                    jac_cols.append(cols_h)
+                    if build:
+                        rows_h = np.repeat(tl.offset + ts * tl.nv + tl.n_el, sl.nv)
+                        cols_h = (sl.offset + ss[:, None] * sl.nv + np.arange(sl.nv)[None, :]).ravel()
+                        jac_rows.append(rows_h)
+                        jac_cols.append(cols_h)
                     jac_vals.append((w[:, None] * src.d_acid[ss] / fv.acid_scale[g.target]).ravel())
                 else:
                     # (b) element rows: d ln In / dz_src through Y_src
-                    yv = src.y[np.ix_(se, ss)]  # (k, L)
+                    yv = src.y[g.src_ix]  # (k, L)
                     dly = src.d_ln_y[ss][:, se, :]  # (L, k, nvs)
                     vals = (scale_in * yv).T[:, :, None] * dly  # (L, k, nvs)
-                    rows = np.broadcast_to(row_el.T[:, :, None], vals.shape)
-                    cols = np.broadcast_to(
-                        (sl.offset + ss * sl.nv)[:, None, None] + np.arange(sl.nv)[None, None, :], vals.shape
-                    )
-                    jac_rows.append(rows.ravel())
-                    jac_cols.append(cols.ravel())
+                    if build:
+                        rows = np.broadcast_to(row_el.T[:, :, None], vals.shape)
+                        cols = np.broadcast_to(
+                            (sl.offset + ss * sl.nv)[:, None, None] + np.arange(sl.nv)[None, None, :], vals.shape
+                        )
+                        jac_rows.append(rows.ravel())
+                        jac_cols.append(cols.ravel())
                     jac_vals.append(vals.ravel())
                     # (d) acid row: - sum_i r_i w Y_src dlnY_src/dz_src
                     rt = self.release[g.target][te]  # (k,)
                     vals_h = -np.einsum("k,kl,lkv->lv", rt, yv * w[None, :], dly) / fv.acid_scale[g.target]
-                    rows_h = np.repeat(tl.offset + ts * tl.nv + tl.n_el, sl.nv)
-                    cols_h = ((sl.offset + ss * sl.nv)[:, None] + np.arange(sl.nv)[None, :]).ravel()
-                    jac_rows.append(rows_h)
-                    jac_cols.append(cols_h)
+                    if build:
+                        rows_h = np.repeat(tl.offset + ts * tl.nv + tl.n_el, sl.nv)
+                        cols_h = ((sl.offset + ss * sl.nv)[:, None] + np.arange(sl.nv)[None, :]).ravel()
+                        jac_rows.append(rows_h)
+                        jac_cols.append(cols_h)
                     jac_vals.append(vals_h.ravel())
         res = np.concatenate(res_parts)
         if not jacobian:
             return res, None
-        nz = self.fs.n_unknowns
-        jac = sp.csc_matrix(
-            (np.concatenate(jac_vals), (np.concatenate(jac_rows), np.concatenate(jac_cols))), shape=(nz, nz)
-        )
-        return res, jac
+        if build:
+            self._jac_pattern = _CscPattern.from_coo(
+                np.concatenate(jac_rows), np.concatenate(jac_cols), self.fs.n_unknowns
+            )
+        assert self._jac_pattern is not None  # built above
+        return res, self._jac_pattern.matrix(np.concatenate(jac_vals))
 
     @cached_property
     def n(self) -> int:
         """Number of unknowns."""
         return self.fs.n_unknowns
+
+
+@dataclass(frozen=True)
+class _BufferedFunction:
+    """A CasADi function evaluated through its buffer interface: inputs and outputs are NumPy
+    arrays of nonzeros (column-major), with no conversion to and from ``DM`` (for the stage
+    functions, a plain call costs several times the evaluation itself). A fresh buffer per call
+    keeps this thread-safe."""
+
+    fn: ca.Function
+    sizes_out: tuple[int, ...]
+
+    @classmethod
+    def of(cls, fn: ca.Function) -> _BufferedFunction:
+        return cls(fn, tuple(fn.nnz_out(i) for i in range(fn.n_out())))
+
+    def __call__(self, *args: Array) -> list[Array]:
+        buf, trigger = self.fn.buffer()
+        ins = [np.ascontiguousarray(a, dtype=float) for a in args]  # kept alive until the call returns
+        for i, a in enumerate(ins):
+            buf.set_arg(i, memoryview(a))  # type: ignore[call-arg,arg-type]  # the size is optional at run time
+        outs = [np.empty(n) for n in self.sizes_out]
+        for i, o in enumerate(outs):
+            buf.set_res(i, memoryview(o))  # type: ignore[call-arg,arg-type]
+        trigger()
+        if buf.ret() != 0:
+            raise RuntimeError(f"evaluation of {self.fn.name()} failed (status {buf.ret()})")
+        return outs
 
 
 def symbolic_residual(flowsheet: Flowsheet) -> ca.Function:

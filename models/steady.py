@@ -330,12 +330,15 @@ class SteadySolver:
         tol: float,
     ) -> tuple[Array, bool, int, float]:
         opts = self.options
-        r, jac = self.residual.evaluate(z, p, fv=fv, dt_h=dt_h, previous=previous)
+        # trial points of the line search need only the residual; the Jacobian is assembled
+        # for the accepted point, when the next step needs it (the iterates are unchanged)
+        r, _ = self.residual.evaluate(z, p, fv=fv, jacobian=False, dt_h=dt_h, previous=previous)
         norm = float(np.max(np.abs(r)))
         it = 0
         while norm > tol and it < opts.max_newton:
             if not np.all(np.isfinite(r)):
                 return z, False, it, math.inf
+            _, jac = self.residual.evaluate(z, p, fv=fv, dt_h=dt_h, previous=previous)
             try:
                 dz = -spla.splu(jac, permc_spec="NATURAL").solve(r)
             except RuntimeError:
@@ -351,12 +354,12 @@ class SteadySolver:
             phi0 = float(r @ r)
             while True:
                 z_try = z + alpha * dz
-                r_try, jac_try = self.residual.evaluate(z_try, p, fv=fv, dt_h=dt_h, previous=previous)
+                r_try, _ = self.residual.evaluate(z_try, p, fv=fv, jacobian=False, dt_h=dt_h, previous=previous)
                 phi = float(r_try @ r_try)
                 if math.isfinite(phi) and (phi < (1.0 - 1e-4 * alpha) * phi0 or alpha < 1e-3):
                     break
                 alpha *= 0.5
-            z, r, jac = z_try, r_try, jac_try
+            z, r = z_try, r_try
             norm = float(np.max(np.abs(r)))
             it += 1
         return z, norm <= tol, it, norm
