@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from models.errors import TwinError
+from twin.compute import run_model
 
 if TYPE_CHECKING:
     from opcua.plant_runtime import PlantRuntime, Reading
@@ -158,7 +159,7 @@ class InProcessPlant:
         wall_per_step = self.step_h * 3600.0 / self.speed
         while not self._stopped.is_set():
             t0 = loop.time()
-            report = await asyncio.to_thread(self.runtime.advance, 1, self.step_h)
+            report = await run_model(self.runtime.advance, 1, self.step_h)
             await self._publish(report.readings)
             await asyncio.sleep(max(0.0, wall_per_step - (loop.time() - t0)))
 
@@ -187,7 +188,7 @@ class InProcessPlant:
 
     async def write(self, tag: str, value: float) -> WriteResult:
         try:
-            reading = await asyncio.to_thread(self.runtime.apply_setpoint, tag, float(value))
+            reading = await run_model(self.runtime.apply_setpoint, tag, float(value))
         except TwinError as exc:
             return WriteResult(tag, float(value), False, type(exc).__name__, exc.message)
         await self._publish([reading])

@@ -58,6 +58,7 @@ from twin.historian_records import (
 from twin.historian_records import (
     Quality as HQuality,
 )
+from twin.compute import run_model
 from twin.ingestion import Flag, Ingestor
 from twin.plant_io import PlantConnection, TagValue
 from twin.safety import SafetyGate
@@ -223,7 +224,7 @@ class TwinService:
             pending, self._pending = self._pending, _Pending()
             plant_now = await self.connection.plant_time_h()
             t0 = time.perf_counter()
-            snap = await asyncio.to_thread(self._estimate, plant_now, pending)
+            snap = await run_model(self._estimate, plant_now, pending)
             self.last_estimator_wall_s = time.perf_counter() - t0
             self._snapshot = snap
             self._theta_history.append((snap.plant_time_h, np.array(list(snap.parameters.values()))))
@@ -250,7 +251,8 @@ class TwinService:
             self.historian.record_estimate(
                 EstimateRecord(
                     circuit=c.name, quantity="aqueous_mol_per_l", stages=c.stages, elements=c.elements,
-                    mean=c.aqueous_mol_per_l, std=c.aqueous_mol_per_l * log_sd, time=now,
+                    # the historian stores (stages x elements); the estimator's arrays are (elements x stages)
+                    mean=c.aqueous_mol_per_l.T, std=(c.aqueous_mol_per_l * log_sd).T, time=now,
                     plant_time_h=snap.plant_time_h,
                 )
             )
@@ -353,7 +355,7 @@ class TwinService:
         if self.advisor is None:
             raise ConflictError("no setpoint advisor is configured", field="advisor")
         current = self.current_setpoints()
-        advice = await asyncio.to_thread(self.advisor.advise, snap.z, snap.p, current)
+        advice = await run_model(self.advisor.advise, snap.z, snap.p, current)
         if not advice.success:
             await self._event(EventKind.ALARM, Severity.MEDIUM, "optimiser", f"solver failure: {advice.message}")
             return None
@@ -379,12 +381,15 @@ class TwinService:
         snap = self._snapshot
         plant_now = await self.connection.plant_time_h()
         closed = self.mode is Mode.CLOSED_LOOP and approved_by is None
+        # an operator's approval stands in for the closed-loop conditions (mode, freshness);
+        # bounds and move limits always apply
         decision = self.gate.check(
             proposed=proposal.setpoints, current=self.current_setpoints(), plant_time_h=plant_now,
             closed_loop_enabled=self.mode is Mode.CLOSED_LOOP if closed else True,
             closed_loop_allowed=self.options.allow_closed_loop if closed else True,
             estimator_healthy=bool(snap and snap.healthy),
-            last_update_h=snap.last_update_plant_h if snap else None, solve_ok=True,
+            last_update_h=(snap.last_update_plant_h if snap else None) if closed else plant_now,
+            solve_ok=True,
         )
         if not decision.allowed:
             reason = "; ".join(decision.reasons)
@@ -469,7 +474,7 @@ class TwinService:
         if not (math.isfinite(hours) and 0 < hours <= 24 * 30):
             raise InputError(f"hours: {hours!r} must be in (0, 720]", field="hours")
         model: DynamicModel = self.estimator.model
-        return await asyncio.to_thread(model.simulate, snap.z, hours, snap.p, moves)
+        return await run_model(model.simulate, snap.z, hours, snap.p, moves)
 
     def proposal(self, proposal_id: int) -> Proposal:
         """A proposal by id."""

@@ -1,0 +1,68 @@
+"""The twin's setpoint advisor: the setpoint optimiser run on the estimated plant.
+
+:class:`OptimiserAdvisor` implements :class:`twin.service.SetpointAdvisor` with
+:class:`models.optimisation.SetpointOptimiser`: it optimises from the estimated stage state and
+parameters (feed basket, extractant, separation-factor offsets as estimated), with move limits
+around the current setpoints, and words the proposal for an operator: what changes, what it is
+predicted to do, which constraints are active and what relaxing them is worth. A specification
+that cannot be met is reported as a failed advice naming it (the twin then holds).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+
+from models.errors import ComputationError, InfeasibleError
+from models.flowsheet import Flowsheet
+from models.optimisation import OptimisationOptions, OptimisationResult, SetpointOptimiser
+from twin.service import Advice
+
+__all__ = ["OptimiserAdvisor"]
+
+log = logging.getLogger(__name__)
+
+
+class OptimiserAdvisor:
+    """Setpoints from the optimiser on the estimated plant (builds the NLP once)."""
+
+    def __init__(self, flowsheet: Flowsheet, options: OptimisationOptions | None = None) -> None:
+        self.fs = flowsheet
+        self.options = options or OptimisationOptions(move_horizon_h=4.0)
+        self.optimiser = SetpointOptimiser(flowsheet, self.options)
+        self._last: OptimisationResult | None = None
+
+    def advise(self, z: np.ndarray, p: np.ndarray, current: Mapping[str, float]) -> Advice:
+        """Optimise from stage state ``z`` and parameters ``p`` (estimated)."""
+        try:
+            res = self.optimiser.optimise(p_current=np.asarray(p), z_current=np.asarray(z), warm=self._last)
+        except InfeasibleError as exc:
+            return Advice(False, {}, {}, (), "specification cannot be met", exc.message)
+        except ComputationError as exc:
+            return Advice(False, {}, {}, (), "optimisation failed", exc.message)
+        if not res.success:
+            return Advice(False, {}, {}, (), "optimisation failed", res.message)
+        self._last = res
+        by_name = {v.name: v.parameter for v in res.decision_variables}
+        setpoints = {by_name[n]: float(v) for n, v in res.setpoints.items() if n in by_name}
+        predicted: dict[str, float] = {}
+        for k in res.optimum.kpis:
+            predicted[f"{k.name}.purity"] = k.purity
+            predicted[f"{k.name}.recovery"] = k.recovery
+        predicted[f"objective.{res.objective.value}"] = res.optimum.objective_value
+        predicted["objective.improvement"] = res.improvement
+        moves = [
+            f"{name} {current.get(name, float('nan')):.4g} -> {value:.4g}"
+            for name, value in setpoints.items()
+            if abs(value - current.get(name, value)) > 1e-9 * max(1.0, abs(value))
+        ]
+        active = tuple(a.name for a in res.active_constraints)
+        worth = "; ".join(a.statement for a in res.active_constraints[:3])
+        reason = (
+            f"{res.objective.value}: {res.improvement:+.4g} {res.objective.unit} by "
+            + (", ".join(moves) if moves else "holding the current setpoints")
+            + (f". Active: {worth}" if worth else "")
+        )
+        return Advice(True, setpoints, predicted, active, reason)
