@@ -22,11 +22,10 @@ MODEL_LOCK = threading.Lock()
 """Held while a model computation runs (process-wide)."""
 
 
-def _locked(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    with MODEL_LOCK:
-        return fn(*args, **kwargs)
-
-
 async def run_model(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run ``fn`` in a worker thread under :data:`MODEL_LOCK` and await its result."""
-    return await asyncio.to_thread(_locked, fn, *args, **kwargs)
+    def call() -> T:
+        with MODEL_LOCK:
+            return fn(*args, **kwargs)
+
+    return await asyncio.to_thread(call)

@@ -37,6 +37,7 @@ from models.dynamics import DynamicModel, DynamicResult, Move
 from models.errors import ConflictError, InputError, NotFoundError, TwinError
 from models.flowsheet import Flowsheet
 from models.kpi import ProductKpis
+from twin.compute import run_model
 from twin.estimation import EstimateSnapshot, Estimator, EstimatorOptions, Observation
 from twin.historian import Historian
 from twin.historian_records import (
@@ -58,7 +59,6 @@ from twin.historian_records import (
 from twin.historian_records import (
     Quality as HQuality,
 )
-from twin.compute import run_model
 from twin.ingestion import Flag, Ingestor
 from twin.plant_io import PlantConnection, TagValue
 from twin.safety import SafetyGate
