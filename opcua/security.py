@@ -132,7 +132,8 @@ class PlantUserManager(UserManager):  # type: ignore[misc]
                 return None
             log.info("OPC UA session for user %r (%s)", user.name, user.sx_role)
             return user
-        if certificate is None and self.allow_anonymous:
+        # X509 identity tokens are not offered: without a user name this is an anonymous token
+        if self.allow_anonymous:
             return SessionUser(role=UserRole.User, name="anonymous", sx_role=Role.VIEWER)
         log.info("OPC UA session refused: anonymous access is switched off")
         return None

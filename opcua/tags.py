@@ -412,11 +412,12 @@ def tags_markdown(spec: PlantSpec) -> str:
         rng = f"{_fmt(t.eu_range[0])} .. {_fmt(t.eu_range[1])}" if t.role is not TagRole.MODE else "AUTO, MAN"
         access = "read, write (operator+)" if t.writable else "read"
         rate = f"{_fmt(t.rate_limit_per_h)} {t.unit}/h" if t.rate_limit_per_h is not None else "-"
-        timing = (
-            f"{_fmt(t.sample_period_s)} s / {_fmt(t.delay_s)} s"
-            if t.kind == "analyser" or t.delay_s > 0
-            else "each plant step"
-        )
+        if t.role in (TagRole.SP, TagRole.MODE):
+            timing = "on change"
+        elif t.kind == "analyser" or t.delay_s > 0:
+            timing = f"{_fmt(t.sample_period_s)} s / {_fmt(t.delay_s)} s"
+        else:
+            timing = "each plant step"
         path = "/".join([*t.folder, t.instrument, t.tag.rsplit(".", 1)[1]])
         lines.append(
             f"| `{t.tag}` | {path} | {t.kind} {t.role.value} | {unit} | {rng} | {access} | {rate} | {timing} | "

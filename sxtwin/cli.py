@@ -10,6 +10,7 @@ import typer
 from sxtwin.commands import calibrate as calibrate_cmd
 from sxtwin.commands import data as data_cmd
 from sxtwin.commands import demo as demo_cmd
+from sxtwin.commands import plant as plant_cmd
 from sxtwin.commands import simulate as simulate_cmd
 from sxtwin.commands import steady as steady_cmd
 
@@ -29,6 +30,7 @@ app.command(name="steady", help="Steady state of a plant spec: products, puritie
 app.command(name="simulate", help="Dynamics of a plant spec (SUNDIALS IDAS) with setpoint steps.")(
     simulate_cmd.simulate
 )
+app.command(name="plant", help="Serve a plant spec as a simulated plant over OPC UA (docs/opcua.md).")(plant_cmd.plant)
 
 
 @app.callback()
