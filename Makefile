@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest clean bench
+.PHONY: run test lint typecheck pytest clean bench interop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,18 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck pytest
+# node-opcua, an independent OPC UA stack for tests/interop (pinned in its package-lock.json);
+# best effort: without npm or the registry the interop test is skipped and says why.
+INTEROP := tests/interop
+$(INTEROP)/node_modules/.installed: $(INTEROP)/package.json $(INTEROP)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		(cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error) && touch $@ \
+		|| echo "node-opcua could not be installed: the interop test will be skipped" >&2; \
+	else echo "npm not found: the node-opcua interop test will be skipped" >&2; fi
+
+interop: $(INTEROP)/node_modules/.installed
+
+test: lint typecheck interop pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
