@@ -1,0 +1,54 @@
+"""Smoke test of the cascade benchmark: ``--quick`` on tb_dy prints the expected table."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cell(header: str, row: str, column: str, width: int) -> str:
+    """A right-aligned cell of the fixed-width table."""
+    end = header.index(column) + len(column)
+    return row[end - width : end].strip()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_cascade_benchmark_quick_prints_the_table() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "cascade.py"), "--quick", "--plants", "tb_dy,no_such_plant"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    header = next(line for line in out.splitlines() if line.startswith("plant"))
+    for column in ("ours s", "naive s", "strong s", "naive/ours", "strong/ours", "max|R|", "mass bal.", "target"):
+        assert column in header
+    rows = [line for line in out.splitlines() if line.startswith("tb_dy ")]
+    workloads = ("steady cold", "steady warm", "dynamics 24 h, first run", "dynamics 24 h, repeat")
+    assert len(rows) == len(workloads)
+    for row, workload in zip(rows, workloads, strict=True):
+        assert workload in row
+        ours = _cell(header, row, "ours s", 8)
+        assert re.fullmatch(r"\d+\.\d+", ours), f"our solve failed or was not timed: {row}"
+        assert row.rstrip().endswith(("met", "MISSED"))
+    for row in rows[:2]:  # steady rows: both baselines reported, each a time, a failure or a DNF
+        for column in ("naive s", "strong s"):
+            assert re.fullmatch(r"\d+\.\d+|fail@\d+\.\d+|DNF>5|not run", _cell(header, row, column, 11)), row
+        start = header.index("max|R|")
+        residuals = row[start : start + 29].split(" / ")
+        assert len(residuals) == 3, row
+        assert float(residuals[0]) < 1e-9, row  # ours converged to the solver's tolerance
+    assert "targets (defined on hree_refinery" in out
+    assert "hree_refinery: NOT MEASURED" in out
+    assert "skipped no_such_plant" in out
