@@ -1,0 +1,338 @@
+"""Assembling a running twin for the API: plant connection, historian, twin (``sxtwin api``/``up``).
+
+Two plant connections, the same twin:
+
+- :func:`in_process_twin`: the simulated plant's runtime in this process
+  (:class:`twin.plant_io.InProcessPlant`), no network;
+- :func:`opcua_twin`: an OPC UA client (:class:`opcua.client.PlantClient`) of the simulated plant
+  server or of a real plant's server, adapted to :class:`twin.plant_io.PlantConnection` by
+  :class:`OpcUaPlant`.
+
+Either is a :data:`api.runtime.TwinFactory`. Start-up is quick: the design steady state (a cold
+solve of several seconds) is cached in ``<data_dir>/steady_cache``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from api.runtime import StudyRunner, TwinFactory, TwinRuntime
+from models.errors import TwinError
+from models.flowsheet import Flowsheet
+from models.spec import load_spec
+from twin.historian import Historian
+from twin.plant_io import OnChange, Quality, TagValue, WriteResult
+from twin.service import SetpointAdvisor, TwinOptions, TwinService
+from twin.settings import Settings
+
+__all__ = ["AdvisorChoice", "OpcUaPlant", "StackOptions", "in_process_twin", "opcua_twin"]
+
+log = logging.getLogger(__name__)
+
+#: ``"optimiser"``: the setpoint optimiser (``twin.advisor``); ``"none"``: no proposals; or a
+#: callable building any :class:`~twin.service.SetpointAdvisor` for the flowsheet.
+AdvisorChoice = str | Callable[[Flowsheet], SetpointAdvisor | None]
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """How to run the twin.
+
+    Attributes
+    ----------
+    spec
+        Plant spec (TOML).
+    speed
+        In-process plant: plant seconds per wall second.
+    mismatch
+        In-process plant: the plant's true parameters (TOML), default none (plant = model).
+    estimator_interval_s, cycle_interval_h, record_every, allow_closed_loop
+        :class:`twin.service.TwinOptions`.
+    advisor
+        See :data:`AdvisorChoice`.
+    """
+
+    spec: Path
+    speed: float = 60.0
+    mismatch: Path | None = None
+    estimator_interval_s: float = 2.0
+    cycle_interval_h: float = 4.0
+    record_every: int = 5
+    allow_closed_loop: bool = False
+    advisor: AdvisorChoice = "optimiser"
+
+
+def _advisor(choice: AdvisorChoice, fs: Flowsheet) -> SetpointAdvisor | None:
+    if callable(choice):
+        return choice(fs)
+    if choice == "none":
+        return None
+    try:
+        from twin.advisor import OptimiserAdvisor
+    except ImportError:  # the optimiser adapter is not installed: advisory proposals are off
+        log.warning("no setpoint advisor (twin.advisor is missing): the twin will make no proposals")
+        return None
+    return OptimiserAdvisor(fs)
+
+
+def _studies(settings: Settings, fs: Flowsheet) -> StudyRunner | None:
+    try:
+        from twin import studies  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    factory = getattr(studies, "api_runner", None)
+    if factory is None:
+        log.warning("twin.studies has no api_runner(settings, flowsheet): studies are off in the API")
+        return None
+    runner: StudyRunner = factory(settings, fs)
+    return runner
+
+
+def _versions(fs: Flowsheet) -> tuple[str, str]:
+    digest = hashlib.sha256(fs.spec.model_dump_json().encode()).hexdigest()[:12]
+    return f"{fs.spec.plant.name}:{digest}", "shipped"
+
+
+def _twin_options(o: StackOptions, fs: Flowsheet) -> TwinOptions:
+    spec_version, parameter_version = _versions(fs)
+    return TwinOptions(
+        estimator_interval_s=o.estimator_interval_s,
+        cycle_interval_h=o.cycle_interval_h,
+        record_every=o.record_every,
+        allow_closed_loop=o.allow_closed_loop,
+        spec_version=spec_version,
+        parameter_set_version=parameter_version,
+    )
+
+
+def in_process_twin(options: StackOptions) -> TwinFactory:
+    """A factory of twins on the in-process simulated plant."""
+
+    @asynccontextmanager
+    async def factory(settings: Settings) -> AsyncIterator[TwinRuntime]:
+        from models.flowsheet import build_flowsheet
+        from opcua.mismatch import Mismatch, load_mismatch
+        from opcua.plant_runtime import PlantRuntime, steady_initial_state
+        from twin.compute import run_model
+        from twin.plant_io import InProcessPlant
+
+        settings.ensure_data_dir()
+        cache = settings.data_dir / "steady_cache"
+        fs = await asyncio.to_thread(build_flowsheet, load_spec(options.spec))
+        mismatch = await asyncio.to_thread(load_mismatch, options.mismatch, fs) if options.mismatch else Mismatch()
+        p_model = fs.parameter_vector()
+        p_plant = mismatch.initial_parameters(fs)
+        z_model = await run_model(steady_initial_state, fs, p_model, cache)
+        same = np.array_equal(p_model, p_plant)
+        z_plant = z_model if same else await run_model(steady_initial_state, fs, p_plant, cache)
+        runtime = await asyncio.to_thread(PlantRuntime, fs, z_plant, mismatch)
+        advisor = await asyncio.to_thread(_advisor, options.advisor, fs)
+        historian = await asyncio.to_thread(Historian.from_settings, settings)
+        try:
+            async with InProcessPlant(runtime, speed=options.speed) as plant:
+                twin = TwinService(
+                    fs, plant, historian, z0=z_model, advisor=advisor, options=_twin_options(options, fs)
+                )
+                async with twin:
+
+                    def true_state() -> Mapping[str, Any]:
+                        from twin.compute import MODEL_LOCK
+
+                        with MODEL_LOCK:  # the runtime's CasADi functions are shared with the plant's steps
+                            return runtime.true_state()
+
+                    yield TwinRuntime(
+                        spec=fs.spec,
+                        flowsheet=fs,
+                        twin=twin,
+                        historian=historian,
+                        plant=plant,
+                        plant_kind="in-process",
+                        speed=options.speed,
+                        true_state=true_state,
+                        studies=_studies(settings, fs),
+                    )
+        finally:
+            await asyncio.to_thread(historian.close)
+
+    return factory
+
+
+# ------------------------------------------------------------------------------------------ OPC UA
+
+
+class OpcUaPlant:
+    """:class:`twin.plant_io.PlantConnection` over an :class:`opcua.client.PlantClient`.
+
+    Plant time: the simulated plant publishes ``Plant/PlantTime`` (hours) and stamps values with
+    ``RunEpoch + plant hours``; a real plant publishes neither, and its clock is wall time (hours
+    since the connection). Writes that the server refuses come back as ``accepted=False`` with the
+    server's status, never as an exception.
+    """
+
+    PLANT_TIME = "Plant/PlantTime"
+    RUN_EPOCH = "Plant/RunEpoch"
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._stack = contextlib.AsyncExitStack()
+        self._epoch: datetime | None = None
+        self._start = datetime.now(UTC)
+        self._simulated = True
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Learn the plant's clock (simulated plant or wall time)."""
+        got = await self.client.read([self.PLANT_TIME, self.RUN_EPOCH])
+        epoch = got[self.RUN_EPOCH]
+        if got[self.PLANT_TIME].usable and isinstance(epoch.value, datetime):
+            self._epoch = epoch.value if epoch.value.tzinfo else epoch.value.replace(tzinfo=UTC)
+        else:
+            self._simulated = False
+            log.info("the plant publishes no plant clock: using wall time")
+
+    def _plant_h(self, t: datetime | None) -> float | None:
+        if t is None:
+            return None
+        t = t if t.tzinfo else t.replace(tzinfo=UTC)
+        origin = self._epoch if self._epoch is not None else self._start
+        return (t - origin) / timedelta(hours=1)
+
+    def _tag_value(self, m: Any) -> TagValue:
+        value = m.value if isinstance(m.value, (int, float, str)) and not isinstance(m.value, bool) else math.nan
+        t = m.source_time or datetime.now(UTC)
+        return TagValue(
+            m.tag, value, Quality(m.quality.value), t if t.tzinfo else t.replace(tzinfo=UTC), self._plant_h(t)
+        )
+
+    async def read(self, tags: Sequence[str]) -> dict[str, TagValue]:
+        got = await self.client.read(list(tags))
+        return {t: self._tag_value(m) for t, m in got.items()}
+
+    async def subscribe(
+        self, tags: Sequence[str], on_change: OnChange, *, sampling_ms: int = 1000, publishing_ms: int = 1000
+    ) -> None:
+        loop = asyncio.get_running_loop()
+
+        def callback(m: Any) -> None:
+            res = on_change(self._tag_value(m))
+            if asyncio.iscoroutine(res):
+                task = loop.create_task(res)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        await self._stack.enter_async_context(self.client.subscribe(list(tags), callback, period_ms=publishing_ms))
+
+    async def write(self, tag: str, value: float) -> WriteResult:
+        try:
+            await self.client.write_setpoint(tag, float(value))
+        except TwinError as exc:
+            return WriteResult(tag, float(value), False, type(exc).__name__, exc.message)
+        return WriteResult(tag, float(value), True, "Good")
+
+    async def plant_time_h(self) -> float:
+        if self._simulated:
+            got = await self.client.read([self.PLANT_TIME])
+            m = got[self.PLANT_TIME]
+            if m.usable and isinstance(m.value, (int, float)):
+                return float(m.value)
+        return (datetime.now(UTC) - self._start) / timedelta(hours=1)
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+
+@dataclass(frozen=True)
+class OpcUaOptions:
+    """Where the plant is and who the twin is there.
+
+    Attributes
+    ----------
+    url
+        Endpoint (``opc.tcp://host:port/...``).
+    username, password
+        The twin's user on the plant server (needs ``write_setpoint`` to apply approved setpoints).
+    secure
+        Basic256Sha256 SignAndEncrypt (default); the client certificate is kept in
+        ``<data_dir>/pki/client`` and must be trusted by the server.
+    """
+
+    url: str
+    username: str | None = None
+    password: str | None = None
+    secure: bool = True
+
+
+def opcua_twin(options: StackOptions, connection: OpcUaOptions, *, speed: float | None = None) -> TwinFactory:
+    """A factory of twins connected to a plant over OPC UA."""
+
+    @asynccontextmanager
+    async def factory(settings: Settings) -> AsyncIterator[TwinRuntime]:
+        from models.flowsheet import build_flowsheet
+        from opcua.client import ClientOptions, PlantClient
+        from opcua.plant_runtime import steady_initial_state
+        from twin.compute import run_model
+
+        settings.ensure_data_dir()
+        fs = await asyncio.to_thread(build_flowsheet, load_spec(options.spec))
+        z_model = await run_model(steady_initial_state, fs, fs.parameter_vector(), settings.data_dir / "steady_cache")
+        advisor = await asyncio.to_thread(_advisor, options.advisor, fs)
+        historian = await asyncio.to_thread(Historian.from_settings, settings)
+        client = PlantClient(
+            ClientOptions(
+                url=connection.url,
+                username=connection.username,
+                password=connection.password,
+                pki_dir=settings.opcua_pki_dir / "client",
+                secure=connection.secure,
+            )
+        )
+        try:
+            async with client:
+                plant = OpcUaPlant(client)
+                await plant.start()
+                try:
+                    twin = TwinService(
+                        fs, plant, historian, z0=z_model, advisor=advisor, options=_twin_options(options, fs)
+                    )
+                    async with twin:
+                        yield TwinRuntime(
+                            spec=fs.spec,
+                            flowsheet=fs,
+                            twin=twin,
+                            historian=historian,
+                            plant=plant,
+                            plant_kind="opcua",
+                            plant_endpoint=connection.url,
+                            speed=speed,
+                            studies=_studies(settings, fs),
+                        )
+                finally:
+                    await plant.close()
+        finally:
+            await asyncio.to_thread(historian.close)
+
+    return factory
+
+
+def chain(first: AbstractAsyncContextManager[Any], factory: TwinFactory) -> TwinFactory:
+    """A factory that enters ``first`` (for example the plant server) before ``factory``."""
+
+    @asynccontextmanager
+    async def combined(settings: Settings) -> AsyncIterator[TwinRuntime]:
+        async with first, factory(settings) as runtime:
+            yield runtime
+
+    return combined
