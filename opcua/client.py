@@ -227,9 +227,15 @@ class PlantClient:
                     client._pending.add(asyncio.ensure_future(res))
                     client._pending = {t for t in client._pending if not t.done()}
 
-        sub = await self.client.create_subscription(
-            ua.CreateSubscriptionParameters(RequestedPublishingInterval=float(publishing_ms)), _Handler()
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=float(publishing_ms),
+            RequestedMaxKeepAliveCount=10,
+            RequestedLifetimeCount=300,
+            MaxNotificationsPerPublish=0,
+            PublishingEnabled=True,
+            Priority=0,
         )
+        sub = await self.client.create_subscription(params, _Handler())
         self._subscriptions.append(sub)
         nodes = [self.client.get_node(epoch_id), *(self.node(t) for t in tags)]
         await sub.subscribe_data_change(nodes, sampling_interval=cast(ua.Double, float(sampling_ms)))
