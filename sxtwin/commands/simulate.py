@@ -84,7 +84,9 @@ def simulate(
             typer.echo(f"{fs.spec.plant.name}: {result.plant_hours:g} plant hours in {result.wall_time_s:.2f} s")
             for name in result.product_purity:
                 pur, rec = result.product_purity[name], result.product_recovery[name]
-                typer.echo(f"  {name:<12} purity {pur[0]:.5f} -> {pur[-1]:.5f}   recovery {rec[0]:.4f} -> {rec[-1]:.4f}")
+                typer.echo(
+                    f"  {name:<12} purity {pur[0]:.5f} -> {pur[-1]:.5f}   recovery {rec[0]:.4f} -> {rec[-1]:.4f}"
+                )
             for key in ("saved", "plot"):
                 if key in payload:
                     typer.echo(f"  {key}: {payload[key]}")
