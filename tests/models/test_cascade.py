@@ -35,9 +35,9 @@ def tb_dy():
 
 
 def test_kremser_constant_d_countercurrent() -> None:
-    _fs, _, res = solve(SPECS / "kremser.toml")
-    d, g, l, n = 2.0, 75.0, 100.0, 8
-    e = d * g / l
+    _, _, res = solve(SPECS / "kremser.toml")
+    d, g, aq, n = 2.0, 75.0, 100.0, 8
+    e = d * g / aq
     expected = (e - 1.0) / (e ** (n + 1) - 1.0)
     raffinate = res.stream("X.raffinate").composition_mol_per_l["Nd"] / 0.05
     assert raffinate == pytest.approx(expected, rel=1e-9)
