@@ -53,6 +53,13 @@ class IngestResult:
     flags: list[Flag] = field(default_factory=list)
 
 
+def is_controller(ins: InstrumentSpec) -> bool:
+    """A controller has PV and SP: a flow controller, or ISA-5.1 letters with a C after the first
+    (``AIC-111``, ``TIC-201``) on a manipulated variable (the same rule as the OPC UA tag list)."""
+    letters = ins.tag.split("-", 1)[0]
+    return ins.kind == "flow_controller" or (ins.variable is not None and "C" in letters[1:])
+
+
 def plan_tags(fs: Flowsheet) -> tuple[TagPlan, ...]:
     """The tags of the spec's instruments and their roles."""
     out: list[TagPlan] = []
@@ -62,7 +69,7 @@ def plan_tags(fs: Flowsheet) -> tuple[TagPlan, ...]:
         if ins.kind == "analyser":
             for s in ins.elements:
                 out.append(TagPlan(f"{ins.tag}.{s}", ins, "observation", None, 0.0, hi))
-        elif ins.kind == "flow_controller" and ins.variable in mv_params:
+        elif ins.variable in mv_params and is_controller(ins):
             out.append(TagPlan(f"{ins.tag}.PV", ins, "input", ins.variable, lo, hi))
             out.append(TagPlan(f"{ins.tag}.SP", ins, "setpoint", ins.variable, lo, hi))
         elif ins.kind == "acidity" and ins.variable in mv_params:
