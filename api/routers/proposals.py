@@ -34,7 +34,7 @@ def _full(runtime: TwinRuntime, proposal_id: int) -> ProposalOut:
     return ProposalOut(**proposal_out(p, h.decision(proposal_id), list(h.writes(proposal_id=proposal_id).items)))
 
 
-@router.get("", response_model=ProposalPage, summary="Proposals, newest first (empty when no advisor runs)")
+@router.get("", response_model=ProposalPage, summary="Proposals with their decisions, newest first (empty when no advisor runs)")
 async def list_proposals(
     runtime: RuntimeDep,
     _: Annotated[Principal, Depends(require(Permission.READ_STATE))],
@@ -45,8 +45,14 @@ async def list_proposals(
     cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_\-]+$")] = None,
 ) -> ProposalPage:
     st = None if status is None else ProposalStatus(status)
-    page = await asyncio.to_thread(runtime.historian.proposals, st, limit=limit, cursor=cursor)
-    return ProposalPage(items=[ProposalOut(**proposal_out(p)) for p in page.items], next_cursor=page.next_cursor)
+    h = runtime.historian
+
+    def query() -> ProposalPage:
+        page = h.proposals(st, limit=limit, cursor=cursor)
+        items = [ProposalOut(**proposal_out(p, h.decision(p.id))) for p in page.items]
+        return ProposalPage(items=items, next_cursor=page.next_cursor)
+
+    return await asyncio.to_thread(query)
 
 
 @router.post(
