@@ -34,7 +34,9 @@ def _full(runtime: TwinRuntime, proposal_id: int) -> ProposalOut:
     return ProposalOut(**proposal_out(p, h.decision(proposal_id), list(h.writes(proposal_id=proposal_id).items)))
 
 
-@router.get("", response_model=ProposalPage, summary="Proposals with their decisions, newest first (empty when no advisor runs)")
+@router.get(
+    "", response_model=ProposalPage, summary="Proposals with their decisions, newest first (none without an advisor)"
+)
 async def list_proposals(
     runtime: RuntimeDep,
     _: Annotated[Principal, Depends(require(Permission.READ_STATE))],

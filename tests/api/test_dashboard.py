@@ -89,7 +89,10 @@ def test_dashboard_login_profiles_and_approval(api_server: Server, browser: Brow
     assert browser.evaluate("document.querySelectorAll('#tags tbody tr').length") >= 20
 
     # the operator asks for a proposal, approves it, and sees it approved
-    card = "(() => { const c = document.querySelector('#proposal-card .proposal'); return c ? Number(c.dataset.proposalId) : 0; })()"
+    card = (
+        "(() => { const c = document.querySelector('#proposal-card .proposal');"
+        " return c ? Number(c.dataset.proposalId) : 0; })()"
+    )
     before = browser.evaluate(card)
     browser.evaluate("document.querySelector('#run-cycle').click()")
     pid = browser.wait_for(f"(() => {{ const id = {card}; return id > {before} ? id : 0; }})()")
