@@ -10,6 +10,7 @@ import typer
 from sxtwin.commands import calibrate as calibrate_cmd
 from sxtwin.commands import data as data_cmd
 from sxtwin.commands import demo as demo_cmd
+from sxtwin.commands import optimize as optimize_cmd
 from sxtwin.commands import plant as plant_cmd
 from sxtwin.commands import simulate as simulate_cmd
 from sxtwin.commands import steady as steady_cmd
@@ -31,6 +32,10 @@ app.command(name="simulate", help="Dynamics of a plant spec (SUNDIALS IDAS) with
     simulate_cmd.simulate
 )
 app.command(name="plant", help="Serve a plant spec as a simulated plant over OPC UA (docs/opcua.md).")(plant_cmd.plant)
+
+app.command(name="optimize", help="Optimal steady-state setpoints (IPOPT): margin, reagent cost or throughput.")(
+    optimize_cmd.optimize
+)
 
 
 @app.callback()
