@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from sxtwin.commands import api as api_cmd
 from sxtwin.commands import calibrate as calibrate_cmd
 from sxtwin.commands import data as data_cmd
 from sxtwin.commands import demo as demo_cmd
@@ -14,6 +15,7 @@ from sxtwin.commands import optimize as optimize_cmd
 from sxtwin.commands import plant as plant_cmd
 from sxtwin.commands import simulate as simulate_cmd
 from sxtwin.commands import steady as steady_cmd
+from sxtwin.commands import up as up_cmd
 
 __all__ = ["app", "main"]
 
@@ -32,6 +34,8 @@ app.command(name="simulate", help="Dynamics of a plant spec (SUNDIALS IDAS) with
     simulate_cmd.simulate
 )
 app.command(name="plant", help="Serve a plant spec as a simulated plant over OPC UA (docs/opcua.md).")(plant_cmd.plant)
+app.command(name="api", help="Serve the control-room API and dashboard over a live twin.")(api_cmd.api)
+app.command(name="up", help="The whole stack: simulated plant (OPC UA), twin, API and dashboard.")(up_cmd.up)
 
 app.command(name="optimize", help="Optimal steady-state setpoints (IPOPT): margin, reagent cost or throughput.")(
     optimize_cmd.optimize

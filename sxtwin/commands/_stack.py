@@ -4,9 +4,8 @@ Two plant connections, the same twin:
 
 - :func:`in_process_twin`: the simulated plant's runtime in this process
   (:class:`twin.plant_io.InProcessPlant`), no network;
-- :func:`opcua_twin`: an OPC UA client (:class:`opcua.client.PlantClient`) of the simulated plant
-  server or of a real plant's server, adapted to :class:`twin.plant_io.PlantConnection` by
-  :class:`OpcUaPlant`.
+- :func:`opcua_twin`: an OPC UA client (:class:`opcua.client.PlantClient`, a
+  :class:`twin.plant_io.PlantConnection`) of the simulated plant server or of a real plant's server.
 
 Either is a :data:`api.runtime.TwinFactory`. Start-up is quick: the design steady state (a cold
 solve of several seconds) is cached in ``<data_dir>/steady_cache``.
@@ -15,29 +14,24 @@ solve of several seconds) is cached in ``<data_dir>/steady_cache``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
-import math
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from api.runtime import StudyRunner, TwinFactory, TwinRuntime
-from models.errors import TwinError
 from models.flowsheet import Flowsheet
 from models.spec import load_spec
 from twin.historian import Historian
-from twin.plant_io import OnChange, Quality, TagValue, WriteResult
 from twin.service import SetpointAdvisor, TwinOptions, TwinService
 from twin.settings import Settings
 
-__all__ = ["AdvisorChoice", "OpcUaPlant", "StackOptions", "in_process_twin", "opcua_twin"]
+__all__ = ["AdvisorChoice", "OpcUaOptions", "StackOptions", "chain", "in_process_twin", "opcua_twin"]
 
 log = logging.getLogger(__name__)
 
@@ -173,87 +167,6 @@ def in_process_twin(options: StackOptions) -> TwinFactory:
 # ------------------------------------------------------------------------------------------ OPC UA
 
 
-class OpcUaPlant:
-    """:class:`twin.plant_io.PlantConnection` over an :class:`opcua.client.PlantClient`.
-
-    Plant time: the simulated plant publishes ``Plant/PlantTime`` (hours) and stamps values with
-    ``RunEpoch + plant hours``; a real plant publishes neither, and its clock is wall time (hours
-    since the connection). Writes that the server refuses come back as ``accepted=False`` with the
-    server's status, never as an exception.
-    """
-
-    PLANT_TIME = "Plant/PlantTime"
-    RUN_EPOCH = "Plant/RunEpoch"
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self._stack = contextlib.AsyncExitStack()
-        self._epoch: datetime | None = None
-        self._start = datetime.now(UTC)
-        self._simulated = True
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        """Learn the plant's clock (simulated plant or wall time)."""
-        got = await self.client.read([self.PLANT_TIME, self.RUN_EPOCH])
-        epoch = got[self.RUN_EPOCH]
-        if got[self.PLANT_TIME].usable and isinstance(epoch.value, datetime):
-            self._epoch = epoch.value if epoch.value.tzinfo else epoch.value.replace(tzinfo=UTC)
-        else:
-            self._simulated = False
-            log.info("the plant publishes no plant clock: using wall time")
-
-    def _plant_h(self, t: datetime | None) -> float | None:
-        if t is None:
-            return None
-        t = t if t.tzinfo else t.replace(tzinfo=UTC)
-        origin = self._epoch if self._epoch is not None else self._start
-        return (t - origin) / timedelta(hours=1)
-
-    def _tag_value(self, m: Any) -> TagValue:
-        value = m.value if isinstance(m.value, (int, float, str)) and not isinstance(m.value, bool) else math.nan
-        t = m.source_time or datetime.now(UTC)
-        return TagValue(
-            m.tag, value, Quality(m.quality.value), t if t.tzinfo else t.replace(tzinfo=UTC), self._plant_h(t)
-        )
-
-    async def read(self, tags: Sequence[str]) -> dict[str, TagValue]:
-        got = await self.client.read(list(tags))
-        return {t: self._tag_value(m) for t, m in got.items()}
-
-    async def subscribe(
-        self, tags: Sequence[str], on_change: OnChange, *, sampling_ms: int = 1000, publishing_ms: int = 1000
-    ) -> None:
-        loop = asyncio.get_running_loop()
-
-        def callback(m: Any) -> None:
-            res = on_change(self._tag_value(m))
-            if asyncio.iscoroutine(res):
-                task = loop.create_task(res)
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-
-        await self._stack.enter_async_context(self.client.subscribe(list(tags), callback, period_ms=publishing_ms))
-
-    async def write(self, tag: str, value: float) -> WriteResult:
-        try:
-            await self.client.write_setpoint(tag, float(value))
-        except TwinError as exc:
-            return WriteResult(tag, float(value), False, type(exc).__name__, exc.message)
-        return WriteResult(tag, float(value), True, "Good")
-
-    async def plant_time_h(self) -> float:
-        if self._simulated:
-            got = await self.client.read([self.PLANT_TIME])
-            m = got[self.PLANT_TIME]
-            if m.usable and isinstance(m.value, (int, float)):
-                return float(m.value)
-        return (datetime.now(UTC) - self._start) / timedelta(hours=1)
-
-    async def close(self) -> None:
-        await self._stack.aclose()
-
-
 @dataclass(frozen=True)
 class OpcUaOptions:
     """Where the plant is and who the twin is there.
@@ -300,27 +213,22 @@ def opcua_twin(options: StackOptions, connection: OpcUaOptions, *, speed: float 
             )
         )
         try:
-            async with client:
-                plant = OpcUaPlant(client)
-                await plant.start()
-                try:
-                    twin = TwinService(
-                        fs, plant, historian, z0=z_model, advisor=advisor, options=_twin_options(options, fs)
+            async with client:  # PlantClient is a twin.plant_io.PlantConnection
+                twin = TwinService(
+                    fs, client, historian, z0=z_model, advisor=advisor, options=_twin_options(options, fs)
+                )
+                async with twin:
+                    yield TwinRuntime(
+                        spec=fs.spec,
+                        flowsheet=fs,
+                        twin=twin,
+                        historian=historian,
+                        plant=client,
+                        plant_kind="opcua",
+                        plant_endpoint=connection.url,
+                        speed=speed,
+                        studies=_studies(settings, fs),
                     )
-                    async with twin:
-                        yield TwinRuntime(
-                            spec=fs.spec,
-                            flowsheet=fs,
-                            twin=twin,
-                            historian=historian,
-                            plant=plant,
-                            plant_kind="opcua",
-                            plant_endpoint=connection.url,
-                            speed=speed,
-                            studies=_studies(settings, fs),
-                        )
-                finally:
-                    await plant.close()
         finally:
             await asyncio.to_thread(historian.close)
 
