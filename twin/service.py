@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from models.dynamics import DynamicModel, DynamicResult, Move
-from models.errors import ConflictError, InputError, NotFoundError, TwinError
+from models.errors import ConflictError, IngestionError, InputError, NotFoundError, TwinError
 from models.flowsheet import Flowsheet
 from models.kpi import ProductKpis
 from twin.compute import run_model
@@ -209,6 +209,9 @@ class TwinService:
                 n += 1
                 if n % self.options.record_every == 0 and self._snapshot is not None:
                     await asyncio.to_thread(self._record_snapshot, self._snapshot)
+            except IngestionError as exc:
+                # the plant link is down: the connection reports the gap once; hold the estimate
+                self.last_error = exc.message
             except TwinError as exc:
                 self.last_error = exc.message
                 await self._event(
@@ -307,6 +310,16 @@ class TwinService:
         for q in list(self._subscribers):
             with contextlib.suppress(asyncio.QueueFull):
                 q.put_nowait(message)
+
+    async def connection_gap(self, gap: Any) -> None:
+        """Record a lost or restored plant connection (the ``on_gap`` of :class:`ReconnectingPlant`)."""
+        if gap.ended_s is None:
+            await self._event(EventKind.ALARM, Severity.HIGH, "connection", f"plant connection lost: {gap.reason}")
+        else:
+            await self._event(
+                EventKind.EVENT, Severity.INFO, "connection",
+                f"plant connection restored after {gap.ended_s - gap.started_s:.1f} s (a gap in the data)",
+            )
 
     async def _event(self, kind: EventKind, severity: Severity, source: str, message: str) -> None:
         t = self._snapshot.plant_time_h if self._snapshot else None
