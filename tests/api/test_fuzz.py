@@ -18,8 +18,8 @@ import httpx
 import hypothesis
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, Phase
+from schemathesis import GenerationMode
 
 from api.app import create_app
 from tests.api.conftest import ROLES, Server, start_server, stop_server
