@@ -476,6 +476,15 @@ class PlantRuntime:
         rel = t - self._scenario_t0
         return [e for e in sc.events if e.kind in kinds and e.at_h <= rel + 1e-12 and rel < e.end_h - 1e-12]
 
+    def _overlapping(self, t_a: float, t_b: float, kind: ScenarioKind) -> list[ScenarioEvent]:
+        """Events of ``kind`` active at some time in the step ``(t_a, t_b]`` (an outage shorter
+        than a step still shows for one step)."""
+        sc = self._scenario
+        if sc is None:
+            return []
+        a, b = t_a - self._scenario_t0, t_b - self._scenario_t0
+        return [e for e in sc.events if e.kind is kind and e.at_h <= b + 1e-12 and e.end_h > a + 1e-12]
+
     def reset(self) -> None:
         """Back to the initial steady state: setpoints, modes, actuators, no scenario, t = 0."""
         with self._lock:
@@ -566,7 +575,7 @@ class PlantRuntime:
         keep_from = t_b - max((s.delay_h + s.period_h for s in self._samplers), default=0.0) - 2 * (t_b - t_a)
         while len(self._history) > 2 and self._history[1][0] < keep_from:
             self._history.popleft()
-        outages = {e.tag: e for e in self._active(t_b, (ScenarioKind.ANALYSER_OUTAGE,))}
+        outages = {e.tag: e for e in self._overlapping(t_a, t_b, ScenarioKind.ANALYSER_OUTAGE)}
         for s in self._samplers:
             self._sample(s, t_b, outages.get(s.tag.instrument))
         self._pending.extend(self._loop_readings(t_b))

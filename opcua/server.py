@@ -105,7 +105,9 @@ class PlantServerOptions:
     speed
         Plant seconds per wall second at start.
     tick_s
-        Wall seconds between clock ticks (one integration step per tick when keeping up).
+        Wall seconds between clock ticks (one integration step per tick when keeping up); the
+        tick doubles, up to 16 x, while a step costs more than half a tick (a big plant then
+        advances in coarser steps instead of falling behind).
     max_steps_per_tick
         How many steps one tick may run to catch up.
     allow_anonymous
@@ -301,6 +303,9 @@ class PlantServer:
         self._tasks: list[asyncio.Task[Any]] = []
         self._write_lock = asyncio.Lock()
         self._speed = self.options.speed
+        self._tick_s = self.options.tick_s
+        self._step_cost_s = math.nan
+        self._costed_step_h = math.nan
         self._paused = False
         self._epoch = datetime.now(UTC).replace(microsecond=0)
         self._anchor_wall = 0.0
@@ -465,13 +470,40 @@ class PlantServer:
         """Where the plant clock should be: anchor + speed x wall time since the anchor."""
         return self._anchor_t + self._speed * (time.monotonic() - self._anchor_wall) / 3600.0
 
+    @property
+    def tick_s(self) -> float:
+        """Wall seconds per clock tick now (grows with the cost of a step, see :meth:`_adapt_tick`)."""
+        return self._tick_s
+
+    @property
+    def step_h(self) -> float:
+        """Plant hours per step now: ``speed x tick``."""
+        return self._speed * self._tick_s / 3600.0
+
+    def _adapt_tick(self, wall_per_step_s: float) -> None:
+        # a step must cost well under a tick: the tick (and so the step) doubles while a step takes
+        # more than half a tick, up to 16 x tick_s, and halves back when steps become cheap; powers
+        # of two keep the set of step lengths (and of cached IDAS integrators) small
+        self._step_cost_s = (
+            wall_per_step_s if math.isnan(self._step_cost_s) else (0.7 * self._step_cost_s + 0.3 * wall_per_step_s)
+        )
+        base = self.options.tick_s
+        tick = self._tick_s
+        while self._step_cost_s > 0.5 * tick and tick < 16 * base:
+            tick *= 2
+        while tick > base and self._step_cost_s < 0.15 * tick:
+            tick /= 2
+        if tick != self._tick_s:
+            log.info("clock tick %.2f s -> %.2f s (a step costs %.2f s)", self._tick_s, tick, self._step_cost_s)
+            self._tick_s = tick
+
     async def _run_clock(self) -> None:
         runtime = self.runtime
         assert runtime is not None
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
         while True:
-            next_tick += self.options.tick_s
+            next_tick += self._tick_s
             delay = next_tick - loop.time()
             if delay < 0:
                 next_tick = loop.time()
@@ -481,7 +513,7 @@ class PlantServer:
                 self.lag_h = 0.0
                 await self._write_clock()
                 continue
-            step_h = self._speed * self.options.tick_s / 3600.0
+            step_h = self.step_h
             n = math.floor((self.target_h() - runtime.t_h) / step_h + 1e-9)
             if n >= 1:
                 try:
@@ -494,6 +526,10 @@ class PlantServer:
                     self._reanchor()
                     continue
                 await self._publish(report)
+                if report.steps and step_h == self._costed_step_h:
+                    self._adapt_tick(report.wall_s / report.steps)
+                # the first steps of a new length include building its integrator: not a cost sample
+                self._costed_step_h = step_h
             self.lag_h = max(self.target_h() - runtime.t_h, 0.0)
             self.max_lag_h = max(self.max_lag_h, self.lag_h)
             await self._write_clock()

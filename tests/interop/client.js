@@ -136,10 +136,12 @@ async function main() {
 
     await session.close();
     await client.disconnect();
-    process.stdout.write(JSON.stringify(out) + "\n");
+    process.stdout.write("SXTWIN_RESULT " + JSON.stringify(out) + "\n");
 }
 
 main().catch((err) => {
-    process.stdout.write(JSON.stringify({ stack: "node-opcua", error: String(err && err.message ? err.message : err) }) + "\n");
+    process.stdout.write(
+        "SXTWIN_RESULT " + JSON.stringify({ stack: "node-opcua", error: String(err && err.message ? err.message : err) }) + "\n"
+    );
     process.exit(1);
 });

@@ -59,7 +59,9 @@ def test_node_opcua_client(tmp_path: Path, opcua_cache: Path, credentials: Crede
         )
         audit = thread.server.historian.audit_log(limit=10).items
     assert proc.returncode == 0, f"node client failed: {proc.stdout[-2000:]} {proc.stderr[-2000:]}"
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = [line for line in proc.stdout.splitlines() if line.startswith("SXTWIN_RESULT ")]
+    assert result, f"no result from the node client: {proc.stdout[-2000:]}"
+    out = json.loads(result[-1].removeprefix("SXTWIN_RESULT "))
     assert out["connected"] is True
     ns = out["namespaceIndex"]
     assert ns > 0

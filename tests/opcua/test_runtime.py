@@ -165,8 +165,8 @@ at_h = 0.0
     assert last["TI-114.PV"].value == pytest.approx(28.0, abs=0.5)  # 25 degC + 3 bias
     assert {(n.kind, n.starting) for n in rep.notices} >= {("analyser_outage", True), ("pump_trip", True)}
     statuses = []
-    for _ in range(10):
-        for r in rt.advance(1, 0.25).readings:
+    for _ in range(20):
+        for r in rt.advance(1, 0.1).readings:
             if r.tag == "AI-121.Dy":
                 statuses.append(r.status)
     assert st.LAST_USABLE.value in statuses  # after the outage, before a fresh sample

@@ -179,6 +179,15 @@ def test_operator_writes_setpoints_with_audit_and_refusals(plant: Plant) -> None
     async def main() -> None:
         async with PlantClient(plant.options(Role.TRAINER)) as t:
             await t.call("Reset")
+            # paused, so that the rate window (one plant hour = 0.1 s of wall time here) stands still
+            await t.call("Pause", ua.Variant(True, ua.VariantType.Boolean))
+        try:
+            await writes()
+        finally:
+            async with PlantClient(plant.options(Role.TRAINER)) as t:
+                await t.call("Pause", ua.Variant(False, ua.VariantType.Boolean))
+
+    async def writes() -> None:
         async with PlantClient(plant.options(Role.OPERATOR)) as c:
             assert (await c.read(["FIC-104.SP"]))["FIC-104.SP"].value == pytest.approx(150.0)
             await c.write_setpoint("FIC-104.SP", 170.0)
@@ -305,7 +314,7 @@ name = "xrf-down"
 kind = "analyser_outage"
 tag = "AI-121"
 at_h = 0.0
-duration_h = 10.0
+duration_h = 3.0
 message = "XRF E10 in maintenance"
 """
 
@@ -322,6 +331,7 @@ message = "XRF E10 in maintenance"
 
         async with PlantClient(plant.options(Role.TRAINER)) as c:
             await c.call("Reset")
+            await c.call("SetSpeed", ua.Variant(3600.0, ua.VariantType.Double))  # 1 plant hour per second
             etype = await c.client.nodes.root.get_child(
                 ["0:Types", "0:EventTypes", "0:BaseEventType", f"{c.ns}:ScenarioEventType"]
             )
@@ -343,6 +353,7 @@ message = "XRF E10 in maintenance"
             await wait_for(good, 30, "AI-121.Dy Good again")
             await asyncio.sleep(0.5)
             await sub.delete()
+            await c.call("SetSpeed", ua.Variant(36000.0, ua.VariantType.Double))
         assert "BadOutOfService" in statuses
         kinds = [(e.Kind, e.Target, e.Starting) for e in events]
         assert ("analyser_outage", "AI-121", True) in kinds
@@ -358,3 +369,26 @@ def test_history_of_key_tags_is_recorded(plant: Plant) -> None:
                                               end=plant.server.epoch.replace(year=2100), limit=5)
     assert samples.items, "PV samples are recorded in the historian"
     assert all(s.plant_time_h is not None for s in samples.items)
+
+
+def test_trainer_pauses_and_changes_speed(plant: Plant) -> None:
+    async def main() -> None:
+        async with PlantClient(plant.options(Role.TRAINER)) as c:
+            await c.call("Pause", ua.Variant(True, ua.VariantType.Boolean))
+            await asyncio.sleep(1.0)  # a step already running when the pause came may still land
+            t0 = await c.plant_time_h()
+            await asyncio.sleep(1.5)
+            values = await c.read(["Plant/Paused", "Plant/PlantHours"])
+            assert values["Plant/Paused"].value is True
+            assert values["Plant/PlantHours"].value == pytest.approx(t0)
+            await c.call("SetSpeed", ua.Variant(72000.0, ua.VariantType.Double))
+            await c.call("Pause", ua.Variant(False, ua.VariantType.Boolean))
+            await until_hours(c, t0 + 20.0, timeout=20)
+            assert (await c.read(["Plant/Speed"]))["Plant/Speed"].value == pytest.approx(72000.0)
+            with pytest.raises(Exception):  # noqa: PT011 - a speed of 0 is refused (BadInvalidArgument)
+                await c.call("SetSpeed", ua.Variant(0.0, ua.VariantType.Double))
+            await c.call("SetSpeed", ua.Variant(36000.0, ua.VariantType.Double))
+        actions = {a.action for a in plant.server.historian.audit_log(limit=50).items}
+        assert {"plant.Pause", "plant.SetSpeed"} <= actions
+
+    run(main())
