@@ -245,7 +245,6 @@ async def build_address_space(
             description=f"{t.instrument} {what[t.role]}: {t.description}",
             writable=t.writable,
             analog=True,
-            history=t.role is not TagRole.SP,
         )
         nodes.variables[t.tag] = nid
         lo, hi = t.eu_range
