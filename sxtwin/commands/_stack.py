@@ -83,7 +83,7 @@ def _advisor(choice: AdvisorChoice, fs: Flowsheet) -> SetpointAdvisor | None:
 
 def _studies(settings: Settings, fs: Flowsheet) -> StudyRunner | None:
     try:
-        from twin import studies  # type: ignore[attr-defined]
+        from twin import studies
     except ImportError:
         return None
     factory = getattr(studies, "api_runner", None)

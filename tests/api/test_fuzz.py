@@ -27,7 +27,7 @@ from twin.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = 4  # per operation and generation mode (valid and invalid inputs)
+EXAMPLES = 3  # per operation and generation mode (valid and invalid inputs)
 SKIPPED = {("GET", "/api/stream"): "an endless event stream; covered by test_sse_* in test_api.py"}
 
 
@@ -45,11 +45,12 @@ OPERATIONS = [op.ok() for op in SCHEMA.get_all_operations()]
 
 
 def _studies_available() -> bool:
+    """Whether twin.studies offers the service interface the API relays to (``api_runner``)."""
     try:
-        import twin.studies  # noqa: F401
+        import twin.studies
     except ImportError:
         return False
-    return True
+    return hasattr(twin.studies, "api_runner")
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +83,12 @@ def test_no_5xx_for_any_input_and_any_role(fuzz_server: Server, operation: Any) 
     if key in SKIPPED:
         pytest.skip(SKIPPED[key])
     if operation.path.startswith("/api/studies") and not _studies_available():
-        pytest.skip("twin.studies (the study runner) is not in the tree yet: its routes answer 503 by design")
-    identities: list[str | None] = [None, *ROLES]
+        pytest.skip(
+            "twin.studies has no api_runner(settings, flowsheet) (submit/status/result/plot/cancel) yet: "
+            "the study routes answer 503 by design"
+        )
+    # logging in is the same for every caller (and scrypt is slow on purpose): anonymous only
+    identities: list[str | None] = [None] if operation.path == "/auth/token" else [None, *ROLES]
     failures: list[str] = []
 
     with httpx.Client(timeout=60) as client:
