@@ -1,8 +1,8 @@
 """``sxtwin up``: the whole stack on one machine, what ``make run`` starts.
 
 1. demo users on first start (one per role; the passwords are printed once);
-2. the simulated plant served over OPC UA on 127.0.0.1 (``--opcua-port``), by default with the
-   shipped plant-model mismatch so that the twin has something to estimate;
+2. the simulated plant served over OPC UA on 127.0.0.1 (``--opcua-port``); ``--mismatch shipped``
+   runs the shipped plant-model mismatch (the twin then has something to estimate);
 3. the twin, connected to it over OPC UA (Basic256Sha256 SignAndEncrypt) as a service user that
    exists only for this run (a random password, never stored; the twin's client certificate is
    trusted by the plant server), or, with ``--in-process``, to the plant in this process;
@@ -122,7 +122,11 @@ def up(
         settings = settings_from(data_dir, None, api_port, opcua_port)
         settings.ensure_data_dir()
         plant_spec = spec or default_spec()
-        mm = None if mismatch == "none" else (Path(mismatch) if mismatch else _default_mismatch(plant_spec))
+        mm = (
+            _default_mismatch(plant_spec)
+            if mismatch == "shipped"
+            else (Path(mismatch) if mismatch and mismatch != "none" else None)
+        )
         users_env = settings.users.get_secret_value() if settings.users is not None else None
         if users_env is None or settings.resolved_users_file.exists():
             demo = generate_demo_users(settings.data_dir)
