@@ -146,7 +146,10 @@ class PlantClient:
             await self.client.disconnect()
 
     def node(self, tag: str) -> Node:
-        """The node of a tag."""
+        """The node of a tag: an sxtwin tag in the plant namespace, or a full NodeId string
+        (``ns=2;s=...``, ``nsu=...;s=...``, ``i=...``) as a tag map gives for a real plant."""
+        if tag.startswith(("ns=", "nsu=", "i=", "s=", "g=", "b=")):
+            return self.client.get_node(tag)
         return self.client.get_node(_tag_id(tag, self.ns))
 
     async def _epoch(self) -> datetime | None:
@@ -196,7 +199,7 @@ class PlantClient:
         vt = ua.VariantType.String if isinstance(value, str) else ua.VariantType.Double
         params = ua.WriteParameters()
         wv = ua.WriteValue()
-        wv.NodeId = _tag_id(tag, self.ns)
+        wv.NodeId = self.node(tag).nodeid
         wv.AttributeId = ua.AttributeIds.Value
         wv.Value = _ua.data_value(ua.Variant(value if isinstance(value, str) else float(value), vt))
         params.NodesToWrite = [wv]

@@ -15,6 +15,8 @@ from sxtwin.commands import optimize as optimize_cmd
 from sxtwin.commands import plant as plant_cmd
 from sxtwin.commands import simulate as simulate_cmd
 from sxtwin.commands import steady as steady_cmd
+from sxtwin.commands import study as study_cmd
+from sxtwin.commands import twin as twin_cmd
 from sxtwin.commands import up as up_cmd
 
 __all__ = ["app", "main"]
@@ -35,10 +37,16 @@ app.command(name="simulate", help="Dynamics of a plant spec (SUNDIALS IDAS) with
 )
 app.command(name="plant", help="Serve a plant spec as a simulated plant over OPC UA (docs/opcua.md).")(plant_cmd.plant)
 app.command(name="api", help="Serve the control-room API and dashboard over a live twin.")(api_cmd.api)
+app.command(name="twin", help="The live twin of a plant over OPC UA (with its API); credentials from the environment.")(
+    twin_cmd.twin
+)
 app.command(name="up", help="The whole stack: simulated plant (OPC UA), twin, API and dashboard.")(up_cmd.up)
 
 app.command(name="optimize", help="Optimal steady-state setpoints (IPOPT): margin, reagent cost or throughput.")(
     optimize_cmd.optimize
+)
+app.command(name="study", help="Offline setpoint study on Dask: sweeps, Pareto, capacity, stage design, robustness.")(
+    study_cmd.study
 )
 
 

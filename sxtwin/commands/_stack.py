@@ -186,6 +186,8 @@ class OpcUaOptions:
     username: str | None = None
     password: str | None = None
     secure: bool = True
+    tag_map: Path | None = None
+    reconnect: bool = True
 
 
 def opcua_twin(options: StackOptions, connection: OpcUaOptions, *, speed: float | None = None) -> TwinFactory:
@@ -203,27 +205,46 @@ def opcua_twin(options: StackOptions, connection: OpcUaOptions, *, speed: float 
         z_model = await run_model(steady_initial_state, fs, fs.parameter_vector(), settings.data_dir / "steady_cache")
         advisor = await asyncio.to_thread(_advisor, options.advisor, fs)
         historian = await asyncio.to_thread(Historian.from_settings, settings)
-        client = PlantClient(
-            ClientOptions(
-                url=connection.url,
-                username=connection.username,
-                password=connection.password,
-                pki_dir=settings.opcua_pki_dir / "client",
-                secure=connection.secure,
-            )
+        from twin.connection import ReconnectingPlant
+        from twin.ingestion import plan_tags
+        from twin.plant_io import PlantConnection
+        from twin.tag_map import MappedConnection, load_tag_map
+
+        client_options = ClientOptions(
+            url=connection.url,
+            username=connection.username,
+            password=connection.password,
+            pki_dir=settings.opcua_pki_dir / "client",
+            secure=connection.secure,
+        )
+        tag_map = (
+            load_tag_map(connection.tag_map, [t.tag for t in plan_tags(fs)]) if connection.tag_map else None
+        )
+        holder: dict[str, TwinService] = {}
+
+        async def on_gap(gap: Any) -> None:
+            if "twin" in holder:
+                await holder["twin"].connection_gap(gap)
+
+        client: Any = (
+            ReconnectingPlant(lambda: PlantClient(client_options), on_gap=on_gap)
+            if connection.reconnect
+            else PlantClient(client_options)
         )
         try:
-            async with client:  # PlantClient is a twin.plant_io.PlantConnection
+            async with client:  # a twin.plant_io.PlantConnection (reconnecting OPC UA client)
+                plant: PlantConnection = MappedConnection(client, tag_map) if tag_map else client
                 twin = TwinService(
-                    fs, client, historian, z0=z_model, advisor=advisor, options=_twin_options(options, fs)
+                    fs, plant, historian, z0=z_model, advisor=advisor, options=_twin_options(options, fs)
                 )
+                holder["twin"] = twin
                 async with twin:
                     yield TwinRuntime(
                         spec=fs.spec,
                         flowsheet=fs,
                         twin=twin,
                         historian=historian,
-                        plant=client,
+                        plant=plant,
                         plant_kind="opcua",
                         plant_endpoint=connection.url,
                         speed=speed,
