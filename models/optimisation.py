@@ -933,21 +933,19 @@ class SetpointOptimiser:
         return lim.settler_specific_flow_m3_per_m2_h * area_m2 * 1000.0
 
     @cached_property
-    def _elastic(self) -> tuple[ca.Function, list[int]]:
-        """The elastic problem: slacks on every product-spec row, minimise their sum."""
+    def _elastic(self) -> tuple[ca.Function, int]:
+        """The elastic problem: a slack on each side of every inequality row, minimise their sum."""
         self._build()
-        spec_rows = [k for k, row in enumerate(self._rows_list) if row.spec_product is not None]
-        ns = len(spec_rows)
-        s = ca.SX.sym("s", ns)
+        n_in = self._n_ineq
+        s_lo = ca.SX.sym("s_lo", n_in)
+        s_hi = ca.SX.sym("s_hi", n_in)
         x = self._nlp["x"]
         g = self._nlp["g"]
-        shift = ca.SX.zeros(g.numel())
-        for i, k in enumerate(spec_rows):
-            shift[self._n_eq + k] = s[i]
-        nlp = {"x": ca.vertcat(x, s), "p": self._nlp["p"], "f": ca.sum1(s) + 1e-6 * self._nlp["f"], "g": g + shift}
+        shift = ca.vertcat(ca.SX.zeros(self._n_eq), s_lo - s_hi)
+        f = ca.sum1(s_lo) + ca.sum1(s_hi) + 1e-6 * self._nlp["f"]
+        nlp = {"x": ca.vertcat(x, s_lo, s_hi), "p": self._nlp["p"], "f": f, "g": g + shift}
         nlp_opts: dict[str, Any] = {"ipopt": dict(self._ipopt_opts), "print_time": False, "show_eval_warnings": False}
-        solver = ca.nlpsol("elastic", "ipopt", nlp, nlp_opts)
-        return solver, spec_rows
+        return ca.nlpsol("elastic", "ipopt", nlp, nlp_opts), n_in
 
     # ------------------------------------------------------------------ bounds
     def _bounds(
@@ -1086,7 +1084,7 @@ class SetpointOptimiser:
         message = str(stats.get("return_status", ""))
         if not ok:
             # elastic problem: which specs cannot be met, and how close can we get?
-            sol_e, stats_e, violated = self._elastic_solve(args, lbg, phys)
+            sol_e, stats_e, violated = self._elastic_solve(args, lbg, ubg, phys)
             iterations += int(stats_e.get("iter_count", 0))
             if violated:
                 self._raise_infeasible(violated, sol_e, p_now)
@@ -1171,50 +1169,49 @@ class SetpointOptimiser:
         )
 
     def _elastic_solve(
-        self, args: Mapping[str, Any], lbg: Array, phys: list[tuple[float | None, float | None]]
+        self, args: Mapping[str, Any], lbg: Array, ubg: Array, phys: list[tuple[float | None, float | None]]
     ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-        solver, spec_rows = self._elastic
-        ns = len(spec_rows)
-        x0 = np.r_[np.asarray(args["x0"]), np.zeros(ns)]
-        # start the slacks where the start point already violates its rows
+        solver, n_in = self._elastic
+        nx = np.asarray(args["x0"]).size
+        rows = slice(self._n_eq, self._n_eq + n_in)
         g0 = np.asarray(ca.Function("g0", [self._nlp["x"], self._nlp["p"]], [self._nlp["g"]])(args["x0"], args["p"]))
-        g0 = g0.ravel()
-        for i, k in enumerate(spec_rows):
-            row = self._n_eq + k
-            if np.isfinite(lbg[row]):
-                x0[args["x0"].size + i] = max(0.0, lbg[row] - g0[row]) + 1e-3
-        lbx = np.r_[args["lbx"], np.zeros(ns)]
-        ubx = np.r_[args["ubx"], np.full(ns, np.inf)]
+        g0 = g0.ravel()[rows]
+        lo, hi = lbg[rows], ubg[rows]
+        short_lo0 = np.where(np.isfinite(lo), np.maximum(0.0, lo - g0), 0.0)
+        short_hi0 = np.where(np.isfinite(hi), np.maximum(0.0, g0 - hi), 0.0)
+        # start the slacks at the start point's violations; a side without a bound has its slack fixed at 0
+        x0 = np.r_[np.asarray(args["x0"]), short_lo0 + 1e-3 * np.isfinite(lo), short_hi0 + 1e-3 * np.isfinite(hi)]
+        lbx = np.r_[args["lbx"], np.zeros(2 * n_in)]
+        ubx = np.r_[args["ubx"], np.where(np.isfinite(lo), np.inf, 0.0), np.where(np.isfinite(hi), np.inf, 0.0)]
         sol = solver(x0=x0, p=args["p"], lbx=lbx, ubx=ubx, lbg=args["lbg"], ubg=args["ubg"])
         stats = solver.stats()
         x = np.asarray(sol["x"]).ravel()
-        slacks = x[args["x0"].size :]
-        g = np.asarray(sol["g"]).ravel()
-        violated: list[dict[str, Any]] = []
-        rows_g = g[[self._n_eq + k for k in spec_rows]] - slacks  # the rows themselves, without their slacks
-        x_best = sol["x"][: args["x0"].size]
-        start_short = np.array([max(0.0, lbg[self._n_eq + k] - g0[self._n_eq + k]) for k in spec_rows])
-        if stats.get("success", False) and float(np.sum(start_short)) < float(np.sum(slacks)):
+        s_lo, s_hi = x[nx : nx + n_in], x[nx + n_in :]
+        g = np.asarray(sol["g"]).ravel()[rows] - s_lo + s_hi  # the rows themselves, without their slacks
+        x_best = x[:nx]
+        if stats.get("success", False) and float(np.sum(short_lo0 + short_hi0)) < float(np.sum(s_lo + s_hi)):
             # the elastic solve ended in a worse local minimum than the start: report the start
-            slacks = start_short
-            rows_g = g0[[self._n_eq + k for k in spec_rows]]
-            x_best = args["x0"]
+            s_lo, s_hi, g, x_best = short_lo0, short_hi0, g0, np.asarray(args["x0"])
+        violated: list[dict[str, Any]] = []
         if stats.get("success", False):
-            for i, k in enumerate(spec_rows):
-                row_i = self._n_eq + k
-                if slacks[i] > 1e-5 and np.isfinite(lbg[row_i]):
-                    spec_row = self._rows_list[k]
-                    best = spec_row.to_physical(float(rows_g[i]))
+            for k, row in enumerate(self._rows_list):
+                for side, slack in (("min", s_lo[k]), ("max", s_hi[k])):
+                    if slack <= 1e-5:
+                        continue
+                    bound = phys[k][0] if side == "min" else phys[k][1]
+                    if row.decreasing:  # the scaled lower bound is the physical upper bound
+                        bound = phys[k][1] if side == "min" else phys[k][0]
+                    name = f"{row.name} {side}" if row.lower is not None and row.upper is not None else row.name
                     violated.append(
                         {
-                            "constraint": spec_row.name,
-                            "product": spec_row.spec_product,
-                            "kind": spec_row.kind.value,
-                            "bound": phys[k][0],
-                            "best": best,
+                            "constraint": name,
+                            "product": row.spec_product,
+                            "kind": row.kind.value,
+                            "bound": bound,
+                            "best": row.to_physical(float(g[k])),
                         }
                     )
-        out = {"x": x_best, "lam_g": sol["lam_g"], "lam_x": sol["lam_x"][: args["x0"].size]}
+        out = {"x": x_best, "lam_g": sol["lam_g"], "lam_x": np.asarray(sol["lam_x"]).ravel()[:nx]}
         return out, stats, violated
 
     def _raise_infeasible(self, violated: list[dict[str, Any]], sol: Mapping[str, Any], p_now: Array) -> None:
@@ -1230,7 +1227,7 @@ class SetpointOptimiser:
             parts.append(
                 f"{item['constraint']} {item['bound']:g} cannot be met"
                 + (
-                    f" (best reachable {best:.6g}, other specs met as closely as possible)"
+                    f" (best reachable {best:.6g}, the other constraints met as closely as possible)"
                     if math.isfinite(best)
                     else ""
                 )
