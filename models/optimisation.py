@@ -98,6 +98,10 @@ __all__ = [
 Array = npt.NDArray[np.float64]
 log = logging.getLogger(__name__)
 
+EXPAND_MAX_UNKNOWNS = 100_000
+"""Plants with more stage unknowns keep MX graphs in the NLP (``OptimisationOptions.expand``); measured
+on hree_refinery (3,780 unknowns) the expanded NLP builds faster, so the default expands everything."""
+
 ACTIVE_TOL = 1e-4
 """A row is active when within this (scaled) distance of its bound (IPOPT's interior iterates keep
 a slack of order barrier/multiplier, about 1e-6 to 1e-5 on these rows at tol 1e-8)."""
@@ -262,6 +266,9 @@ class OptimisationOptions:
     verify
         Re-solve the steady state at the optimum with :class:`~models.steady.SteadySolver` and
         report its KPIs.
+    expand
+        Build the NLP as expanded SX graphs (fast evaluation, symbolic Hessian cost grows with the
+        plant) or keep MX graphs; None: expand up to ``EXPAND_MAX_UNKNOWNS`` stage unknowns.
     ipopt
         Extra raw IPOPT options (``{"print_level": 5}``); documented here as the one raw field.
     """
@@ -277,6 +284,7 @@ class OptimisationOptions:
     tol: float = 1e-8
     max_iter: int = 500
     verify: bool = True
+    expand: bool | None = None
     ipopt: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -722,7 +730,7 @@ class SetpointOptimiser:
                 (ConstraintKind.RECOVERY, "recovery_min", ps.recovery_min),
             ):
                 s = 1.0 - value if value is not None and value < 1.0 else 0.01
-                s = max(s, 1e-6)
+                s = max(s, 1e-3)  # stiffer rows (purity_min 0.99999 -> 1e-5) stall IPOPT
                 rows.append(
                     _Row(
                         f"{ps.name} {field_name}",
@@ -823,19 +831,28 @@ class SetpointOptimiser:
         for j, i in enumerate(idx):
             sel[i, j] = 1.0
         self._sel_idx = idx
-        z = ca.SX.sym("z", nz)
-        v = ca.SX.sym("v", nu)
-        par = ca.SX.sym("par", n_p + 1)  # p, then the objective scale
+        # SX (expanded) graphs evaluate fastest; their symbolic Hessian grows with the plant (12 s
+        # for hree_refinery's 3,780 unknowns) but MX graphs were slower still there (225 s to build)
+        expand = opts.expand if opts.expand is not None else nz <= EXPAND_MAX_UNKNOWNS
+        sym: Any = ca.SX if expand else ca.MX
+        self._sym = sym
+
+        def fn(f: ca.Function) -> ca.Function:
+            return f.expand() if expand else f
+
+        z = sym.sym("z", nz)
+        v = sym.sym("v", nu)
+        par = sym.sym("par", n_p + 1)  # p, then the objective scale
         P = par[:n_p]
         sigma_f = par[n_p]
         u = ca.DM(self._u0) + ca.DM(self._su) * v
         p = P + ca.mtimes(ca.DM(sel), u - ca.mtimes(ca.DM(sel.T), P))
-        r = stable_residual(fs).expand()(z, p)
-        purity, recovery = self._kpi_function.expand()(z, p)
-        econ = self.economics.function.expand()
+        r = fn(stable_residual(fs))(z, p)
+        purity, recovery = fn(self._kpi_function)(z, p)
+        econ = fn(self.economics.function)
         _revenue, costs, margin, feed_reo = econ(z, p)
         rows = self._rows()
-        g_rows: list[ca.SX] = []
+        g_rows: list[Any] = []
         k_prod = 0
         for ps_i, _ps in enumerate(fs.spec.products):
             s_p = 1.0 / rows[k_prod].slope(0.0)
@@ -889,12 +906,12 @@ class SetpointOptimiser:
                 )
                 g_rows.append((lo_j + go_j) / cap)
         self._rows_list = rows
-        g_ineq = ca.vertcat(*g_rows) if g_rows else ca.SX(0, 1)
+        g_ineq = ca.vertcat(*g_rows) if g_rows else sym(0, 1)
         obj = opts.objective
         if obj is Objective.MARGIN:
             phi = margin
         elif obj is Objective.REAGENT:
-            phi = ca.sum1(costs) if costs.numel() else ca.SX(0.0)
+            phi = ca.sum1(costs) if costs.numel() else sym(0.0)
         else:
             phi = feed_reo
         f = (-phi if obj.maximise else phi) / sigma_f
@@ -937,11 +954,11 @@ class SetpointOptimiser:
         """The elastic problem: a slack on each side of every inequality row, minimise their sum."""
         self._build()
         n_in = self._n_ineq
-        s_lo = ca.SX.sym("s_lo", n_in)
-        s_hi = ca.SX.sym("s_hi", n_in)
+        s_lo = self._sym.sym("s_lo", n_in)
+        s_hi = self._sym.sym("s_hi", n_in)
         x = self._nlp["x"]
         g = self._nlp["g"]
-        shift = ca.vertcat(ca.SX.zeros(self._n_eq), s_lo - s_hi)
+        shift = ca.vertcat(self._sym.zeros(self._n_eq), s_lo - s_hi)
         f = ca.sum1(s_lo) + ca.sum1(s_hi) + 1e-6 * self._nlp["f"]
         nlp = {"x": ca.vertcat(x, s_lo, s_hi), "p": self._nlp["p"], "f": f, "g": g + shift}
         nlp_opts: dict[str, Any] = {"ipopt": dict(self._ipopt_opts), "print_time": False, "show_eval_warnings": False}

@@ -16,7 +16,6 @@ from sxtwin.commands import plant as plant_cmd
 from sxtwin.commands import simulate as simulate_cmd
 from sxtwin.commands import steady as steady_cmd
 from sxtwin.commands import study as study_cmd
-from sxtwin.commands import study as study_cmd
 from sxtwin.commands import twin as twin_cmd
 from sxtwin.commands import up as up_cmd
 
@@ -45,9 +44,6 @@ app.command(name="up", help="The whole stack: simulated plant (OPC UA), twin, AP
 
 app.command(name="optimize", help="Optimal steady-state setpoints (IPOPT): margin, reagent cost or throughput.")(
     optimize_cmd.optimize
-)
-app.command(name="study", help="Offline setpoint study on Dask: sweeps, Pareto, capacity, stage design, robustness.")(
-    study_cmd.study
 )
 app.command(name="study", help="Offline setpoint study on Dask: sweeps, Pareto, capacity, stage design, robustness.")(
     study_cmd.study
