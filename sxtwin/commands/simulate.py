@@ -39,6 +39,13 @@ def simulate(
             from models.errors import InputError
 
             raise InputError(f"start: {start!r} is not allowed; use 'steady' or 'startup'", field="start")
+        if not (output_interval > 0.0 and output_interval <= hours):
+            from models.errors import InputError
+
+            raise InputError(
+                f"every: {output_interval!r} h is not allowed; expected an interval > 0 and <= --hours",
+                field="every",
+            )
         mode: Literal["steady", "startup"] = "steady" if start == "steady" else "startup"
         fs = load_flowsheet(spec)
         moves: list[Move] = parse_moves(fs, step or [])

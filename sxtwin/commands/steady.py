@@ -35,11 +35,13 @@ def steady(
         fs = load_flowsheet(spec)
         z0 = None
         p = fs.parameter_vector()
+        p0 = None
         if from_state is not None:
             z0, p, _ = load_state(from_state, fs)
+            p0 = p.copy()  # the parameters the saved state solves: a walk from there if Newton fails
         for name, value in parse_sets(fs, sets or []).items():
             p[fs.parameters.index(name)] = value
-        result = SteadySolver(fs).solve(p, z0=z0)
+        result = SteadySolver(fs).solve(p, z0=z0, p0=p0)
         payload: dict[str, Any] = {
             "status": result.status,
             "message": result.message,
