@@ -456,10 +456,18 @@ class SteadySolver:
         return z, lam >= 1.0, iterations, steps
 
     def _continuation(self, z: Array, pv: Array, fv: FlowValues) -> tuple[Array, bool, int, int, float]:
-        """Pseudo-transient continuation from ``z``: implicit-Euler steps with a growing step."""
+        """Pseudo-transient continuation from ``z``: implicit-Euler steps with a growing step.
+
+        Step control: a step that failed is remembered, and the step grows back towards it only
+        gently (it is the scale at which the transient is hard), while the memory relaxes after
+        each success; the final steady Newton is tried once the step is large and, after a
+        failed try, again only when the step has grown a hundredfold.
+        """
         opts = self.options
         z = self.prefill(z, pv, fv)
         dt = opts.dt0_h
+        dt_failed = math.inf
+        next_final = opts.dt_max_h
         iterations = steps = 0
         norm = math.inf
         while steps < opts.max_steps:
@@ -469,17 +477,24 @@ class SteadySolver:
             iterations += it
             steps += 1
             if not ok:
+                dt_failed = min(dt_failed, dt)
                 dt /= 4.0
                 if dt < 1e-6:
                     break
                 continue
             z = z_new
-            if dt >= opts.dt_max_h:
+            if dt >= next_final:
                 z_fin, success, it, norm = self._newton(z, pv, fv, math.inf, None, opts.tol)
                 iterations += it
                 if success:
                     return z_fin, True, iterations, steps, norm
-            dt *= opts.growth if it <= 4 else (4.0 if it <= 8 else 1.5)
+                next_final = 100.0 * dt
+            growth = opts.growth if it <= 4 else (4.0 if it <= 8 else 1.5)
+            dt_new = dt * growth
+            if dt_new >= dt_failed:
+                dt_new = max(dt, min(dt_new, 0.5 * dt_failed) if dt < 0.5 * dt_failed else dt * 1.5)
+            dt = dt_new
+            dt_failed *= 1.5
         return z, False, iterations, steps, norm
 
     def _sequential_start(self, pv: Array) -> tuple[Array, bool, int, int]:
