@@ -85,7 +85,7 @@ def bench_tb_dy(objectives: list[Objective]) -> None:
             row(f"tb_dy {obj.value}: warm re-opt.", "failed", exc.message[:60])
 
 
-def bench_hree(objective: Objective) -> None:
+def bench_hree(objective: Objective, max_iter: int) -> None:
     path = PLANTS / "hree_refinery.toml"
     if not path.is_file():
         row("hree_refinery", "absent")
@@ -100,7 +100,7 @@ def bench_hree(objective: Objective) -> None:
         design.method,
     )
     t = time.perf_counter()
-    opt = SetpointOptimiser(fs, OptimisationOptions(objective=objective), solver=solver)
+    opt = SetpointOptimiser(fs, OptimisationOptions(objective=objective, max_iter=max_iter), solver=solver)
     try:
         res = opt.optimise(design.parameters.values, current=design)
         total = time.perf_counter() - t
@@ -169,12 +169,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="one objective, a 100-case study")
     ap.add_argument("--skip-hree", action="store_true", help="skip hree_refinery")
     ap.add_argument("--hree-objective", default="reagent", choices=[o.value for o in Objective])
+    ap.add_argument("--hree-max-iter", type=int, default=150, help="IPOPT iteration limit for hree_refinery")
     args, _ = ap.parse_known_args()  # run_all.py passes the same arguments to every script
     print("sxtwin optimisation benchmark", flush=True)
     objectives = [Objective.REAGENT] if args.quick else [Objective.MARGIN, Objective.REAGENT]
     bench_tb_dy(objectives)
     if not args.skip_hree:
-        bench_hree(Objective(args.hree_objective))
+        bench_hree(Objective(args.hree_objective), args.hree_max_iter)
     bench_study(5 if args.quick else 10)
     print("\n| measurement | value | note |\n| --- | --- | --- |")
     for what, value, note in rows:

@@ -270,7 +270,7 @@ def solve_case(task: dict[str, Any], warm: dict[str, Any] | None = None) -> dict
             opt = _OPTIMISERS[okey]
             specs = task.get("specs") or None
             try:
-                r = opt.optimise(p, current=res, specs=specs)
+                r = opt.optimise(p, current=res, specs=specs, bound_overrides=task.get("bound_overrides") or None)
             except InfeasibleError as exc:
                 out["status"] = "infeasible"
                 out["message"] = exc.message

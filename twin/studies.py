@@ -332,6 +332,9 @@ def run_study(spec: StudySpec, plant_path: Path, options: StudyRunOptions) -> St
         kind = info.kind
         findings: dict[str, Any] = {}
         if kind == "stage_design":
+            assert spec.stage_design is not None
+            if spec.stage_design.purity_min:
+                plant, fs = _with_purities(plant, spec.stage_design.purity_min)
             results, findings = _stage_design(spec, plant, fs, runner, n_workers, base)
         else:
             chains = _case_chains(spec, plant, fs, names, mvs, base, runner)
@@ -434,6 +437,16 @@ def _case_chains(
             if scenarios
             else [("nominal", {}, info.prices, {})]
         )
+        # the capacity is the plant's, not the operating window's: feed-flow variables may move over
+        # feed_range times their current value, beyond their [[manipulated]] bounds
+        lo_f, hi_f = spec.capacity.feed_range
+        feed_flows = {f"{f.name}.flow_l_per_h" for f in fs.spec.feeds}
+        release: dict[str, float] = {}
+        if spec.capacity.release_feed_bounds:
+            for m in fs.spec.manipulated:
+                if m.variable in feed_flows:
+                    release[f"{m.name} min"] = lo_f * fs.parameters[m.variable]
+                    release[f"{m.name} max"] = hi_f * fs.parameters[m.variable]
         for name, overrides, prices, baskets in entries:
             _check_names(names, mvs, list(overrides), f"capacity.scenarios.{name}.set")
             tasks.append(
@@ -447,6 +460,7 @@ def _case_chains(
                     action="optimise",
                     objective="throughput",
                     feed_range=list(spec.capacity.feed_range),
+                    bound_overrides=release,
                     structure={"baskets": baskets} if baskets else None,
                 )
             )
@@ -605,6 +619,24 @@ def _xu_start(spec: StudySpec, fs: Any) -> tuple[dict[str, int], XuDesign | None
 
 
 _FIELD = {"extraction": "extraction_stages", "scrub": "scrub_stages", "strip": "strip_stages"}
+
+
+def _with_purities(plant: dict[str, Any], purity: Mapping[str, float]) -> tuple[dict[str, Any], Any]:
+    """The plant data with products' purity_min replaced (stage design at another target)."""
+    from models.spec import parse_spec
+
+    data = json.loads(json.dumps(plant))
+    names = {p["name"] for p in data.get("products", [])}
+    for name in purity:
+        if name not in names:
+            raise SpecError(
+                f"stage_design.purity_min.{name}: not a product of the plant ({', '.join(sorted(names))})",
+                field=f"stage_design.purity_min.{name}",
+            )
+    for p in data["products"]:
+        if p["name"] in purity:
+            p["purity_min"] = float(purity[p["name"]])
+    return data, build_flowsheet(parse_spec(data, where="study plant"))
 
 
 def _stage_design(

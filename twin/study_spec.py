@@ -182,10 +182,16 @@ class ParetoSpec(_Model):
 
 
 class CapacitySpec(_Model):
-    """``[capacity]``: throughput at spec, once at the plant's point or per scenario."""
+    """``[capacity]``: throughput at spec, once at the plant's point or per scenario.
+
+    Feed flows move over ``feed_range`` times their current value; with ``release_feed_bounds``
+    (default) that replaces the bounds of feed-flow manipulated variables too, so the answer is the
+    plant's capacity rather than the operating window's.
+    """
 
     scenarios: tuple[ScenarioSpec, ...] = ()
     feed_range: tuple[float, float] = (0.1, 5.0)
+    release_feed_bounds: bool = True
 
 
 class XuEstimateSpec(_Model):
@@ -235,8 +241,8 @@ class StageDesignSpec(_Model):
 
     ``parallel_probes`` candidate counts are evaluated at once in each search step (0: one per
     worker); ``reference`` holds known stage counts (a real plant's) to compare the design with;
-    ``set`` changes parameters for every candidate; ``adjust`` balances the product split per
-    candidate.
+    ``set`` changes parameters for every candidate; ``purity_min`` replaces products' purity
+    specifications (by product name); ``adjust`` balances the product split per candidate.
     """
 
     circuit: str
@@ -250,6 +256,7 @@ class StageDesignSpec(_Model):
     reference_source: str = ""
     adjust: SplitAdjustSpec | None = None
     set: dict[str, float] = Field(default_factory=dict)
+    purity_min: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> StageDesignSpec:
