@@ -77,7 +77,8 @@ class ClientOptions:
     application_uri
         The client's application URI (in its certificate).
     timeout_s
-        Request timeout.
+        Request timeout; also the interval and timeout of the connection probe (a server that
+        does not answer a probe within it is treated as lost).
     """
 
     url: str
@@ -101,7 +102,10 @@ class PlantClient:
 
     def __init__(self, options: ClientOptions) -> None:
         self.options = options
-        self.client = Client(options.url, timeout=options.timeout_s)
+        # asyncua probes the server every watchdog interval with that interval as the timeout and
+        # drops the connection for good on one late answer: a busy plant (a long integration step)
+        # or a loaded machine would cut the link every few minutes. Probe at the request timeout.
+        self.client = Client(options.url, timeout=options.timeout_s, watchdog_intervall=options.timeout_s)
         self.client.application_uri = options.application_uri
         self.client.name = "sxtwin twin client"
         self.ns = 0

@@ -543,6 +543,14 @@ class PlantRuntime:
             p[self._algebraic] = self.mismatch.at(self.fs, self.p0, math.floor(t / q + 1e-9) * q)[self._algebraic]
         else:
             p = self.p0.copy()
+        sc = self._scenario
+        if sc is not None:
+            # extractant drift events: like the mismatch's drift, in steps of drift_step_h
+            q = self.options.drift_step_h
+            rel = math.floor(t / q + 1e-9) * q - self._scenario_t0
+            for ev in sc.events:
+                if ev.kind is ScenarioKind.EXTRACTANT_DRIFT and ev.at_h <= rel + 1e-12:
+                    p[self.fs.parameters.index(f"{ev.circuit}.extractant_mol_per_l")] *= ev.extractant_factor(rel)
         for ev in self._active(t, (ScenarioKind.FEED_COMPOSITION,)):
             for name, value in ev.concentrations_mol_per_l.items():
                 p[self.fs.parameters.index(name)] = value

@@ -37,6 +37,13 @@ loaded (``at_h``), most with a duration (``duration_h``; omitted: until the plan
     composition = { Gd = 0.05, Tb = 25.0, Dy = 74.8, Ho = 0.15 }
     at_h = 24.0
 
+    [[events]]
+    kind = "extractant_drift"     # the circuit loses extractant at `rate_per_day` (fraction per
+    circuit = "TbDy"              #   day, compounded) while the event lasts; the loss stays after
+    rate_per_day = 0.01
+    at_h = 48.0
+    duration_h = 168.0
+
 Loading validates every event against the plant (tags, feeds, elements) and raises
 :class:`~models.errors.SpecError` naming the field (``events[2].tag``) and what is allowed. Each
 event start and end is raised as an OPC UA event of type ``ScenarioEventType`` and recorded in the
@@ -68,6 +75,7 @@ class ScenarioKind(StrEnum):
     ANALYSER_OUTAGE = "analyser_outage"
     SENSOR_BIAS = "sensor_bias"
     STUCK_VALVE = "stuck_valve"
+    EXTRACTANT_DRIFT = "extractant_drift"
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,10 @@ class ScenarioEvent:
         The feed whose basket steps (feed composition).
     concentrations_mol_per_l
         Feed composition: parameter name (``feed.conc_mol_per_l.Tb``) to its new value.
+    circuit
+        The circuit whose extractant drifts (extractant drift).
+    rate_per_day
+        Extractant drift: fraction of the extractant lost per day while the event lasts.
     message
         A sentence for the operator log.
     """
@@ -104,6 +116,8 @@ class ScenarioEvent:
     bias: float = 0.0
     feed: str | None = None
     concentrations_mol_per_l: Mapping[str, float] = field(default_factory=dict)
+    circuit: str | None = None
+    rate_per_day: float = 0.0
     message: str = ""
 
     def __post_init__(self) -> None:
@@ -117,7 +131,7 @@ class ScenarioEvent:
     @property
     def target(self) -> str:
         """What the event acts on (a tag or a feed)."""
-        return self.tag or self.feed or "plant"
+        return self.tag or self.feed or self.circuit or "plant"
 
     def describe(self) -> str:
         """A sentence for logs and OPC UA events."""
@@ -125,10 +139,18 @@ class ScenarioEvent:
             return self.message
         if self.kind is ScenarioKind.FEED_COMPOSITION:
             return f"feed {self.feed}: basket step"
+        if self.kind is ScenarioKind.EXTRACTANT_DRIFT:
+            return f"{self.circuit}: extractant loss {100.0 * self.rate_per_day:g} %/day"
         if self.kind is ScenarioKind.SENSOR_BIAS:
             on = f"{self.tag}.{self.element}" if self.element else str(self.tag)
             return f"{on}: sensor bias {self.bias:+g}"
         return f"{self.tag}: {self.kind.value.replace('_', ' ')}"
+
+    def extractant_factor(self, rel_h: float) -> float:
+        """Extractant drift: the factor on the extractant ``rel_h`` hours after loading (1 before
+        the event starts; the loss reached at its end stays)."""
+        days = (min(rel_h, self.end_h) - self.at_h) / 24.0
+        return (1.0 - self.rate_per_day) ** days if days > 0.0 else 1.0
 
 
 @dataclass(frozen=True)
@@ -151,7 +173,9 @@ class Scenario:
         }
 
 
-_EVENT_KEYS = {"kind", "at_h", "duration_h", "tag", "element", "bias", "feed", "composition", "message"}
+_EVENT_KEYS = {
+    "kind", "at_h", "duration_h", "tag", "element", "bias", "feed", "composition", "circuit", "rate_per_day", "message"
+}
 
 
 def _number(value: Any, fld: str, where: str, *, minimum: float | None = None) -> float:
@@ -226,6 +250,22 @@ def parse_scenario(data: Mapping[str, Any], fs: Flowsheet, *, where: str = "scen
             conc = feeds[feed].model_copy(update={"composition": pct, "basket": None}).concentrations_mol_per_l()
             kw["feed"] = feed
             kw["concentrations_mol_per_l"] = {f"{feed}.conc_mol_per_l.{s}": conc.get(s, 0.0) for s in tracked}
+        elif kind is ScenarioKind.EXTRACTANT_DRIFT:
+            circuits = [c.name for c in spec.circuits if f"{c.name}.extractant_mol_per_l" in fs.parameters]
+            circuit = ev.get("circuit")
+            if circuit not in circuits:
+                raise SpecError(
+                    f"{where}: {at}.circuit: {circuit!r} is not allowed; expected one of {', '.join(circuits)}",
+                    field=f"{at}.circuit",
+                )
+            rate = _number(ev.get("rate_per_day"), f"{at}.rate_per_day", where, minimum=0.0)
+            if rate >= 1.0:
+                raise SpecError(
+                    f"{where}: {at}.rate_per_day: {rate!r} is not allowed; expected a fraction per day in [0, 1)",
+                    field=f"{at}.rate_per_day",
+                )
+            kw["circuit"] = circuit
+            kw["rate_per_day"] = rate
         else:
             tag = ev.get("tag")
             ins = instruments.get(tag) if isinstance(tag, str) else None

@@ -5,7 +5,8 @@ dynamic model. The plant state (every stage, both phases) is propagated by
 :class:`models.dynamics.DynamicModel` with the measured manipulated variables; a small vector
 :math:`\theta` of slowly drifting parameters is estimated:
 
-- per feed: log multipliers of the concentrations of its main elements (feed basket drift);
+- per feed: log multipliers of the concentrations of its main elements and of the trace elements
+  an analyser measures (feed basket drift);
 - per circuit: the log multiplier of the extractant concentration (extractant loss), and the
   :math:`\ln D` offsets of its main elements (separation-factor mismatch).
 
@@ -43,11 +44,12 @@ import scipy.sparse.linalg as spla
 
 from models.dynamics import DynamicModel, PlantState
 from models.elements import element
-from models.errors import InputError
+from models.errors import ConvergenceError, InputError
 from models.flowsheet import Flowsheet
 from models.residual import Residual, symbolic_residual
 from models.spec import InstrumentSpec
 from models.stage import StageModel
+from models.steady import SteadySolver
 
 __all__ = ["Channel", "EstimateSnapshot", "Estimator", "EstimatorOptions", "Observation", "UpdateReport"]
 
@@ -72,7 +74,8 @@ class EstimatorOptions:
     model_floor
         Model-error floor added to every reading's log standard deviation.
     main_fraction
-        Elements above this mole fraction of a feed (or circuit inflow) get parameters.
+        Elements above this mole fraction of a feed (or circuit inflow) get parameters; below it,
+        an element gets a feed multiplier only when an analyser measures it.
     history_h
         How far back states are kept for late samples, h.
     sensitivity_every
@@ -244,17 +247,21 @@ class Estimator:
         self.updates = 0
         self.last_update_plant_h: float | None = None
         self.healthy = True
+        self._undo: tuple[Array, Array, PlantState] | None = None
 
     # ----------------------------------------------------------- parameters
     def _choose_parameters(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], Array]:
         fs, o = self.fs, self.options
         names, kinds, params, prior = [], [], [], []
         p = self.p_base
+        # a trace element an analyser measures gets its own feed multiplier too: its profile is
+        # otherwise fixed at the design basket, however far the plant's basket is from it
+        measured = {c.element for c in self.channels if c.element is not None}
         for f in fs.spec.feeds:
             conc = {s: p[fs.parameters.index(f"{f.name}.conc_mol_per_l.{s}")] for s in f.concentrations_mol_per_l()}
             total = sum(conc.values())
             for s, c in conc.items():
-                if element(s).in_treo and c >= o.main_fraction * total:
+                if element(s).in_treo and c > 0.0 and (c >= o.main_fraction * total or s in measured):
                     names.append(f"{f.name}.feed_multiplier.{s}")
                     kinds.append("ln_scale")
                     params.append(fs.parameters.index(f"{f.name}.conc_mol_per_l.{s}"))
@@ -358,14 +365,47 @@ class Estimator:
         if dt <= 1e-9:
             return
         walk = (self.options.walk_per_h * self._prior) ** 2 * dt
+        try:
+            state = self.model.advance(self.state, self.p(), dt)
+        except ConvergenceError:
+            state = self._recover(dt)
+        self._undo = None
         self.P = self.P + np.diag(walk)
-        self.state = self.model.advance(self.state, self.p(), dt)
+        self.state = state
         self._history.append((self.state.t_h, self.state.z.copy(), self.p()))
         self._history_t.append(self.state.t_h)
         cutoff = self.state.t_h - self.options.history_h
         while len(self._history) > 2 and self._history_t[0] < cutoff:
             self._history.pop(0)
             self._history_t.pop(0)
+
+    def _recover(self, dt: float) -> PlantState:
+        """The model cannot integrate from the current state: undo the last update (its corrected
+        state can be consistent yet beyond what the integrator handles) and integrate again; failing
+        that, restart from the steady state at the current parameters (a quasi-steady estimate).
+
+        Raises :class:`~models.errors.ConvergenceError` when neither works."""
+        if self._undo is not None:
+            self.theta, self.P, self.state = self._undo
+            self._history[-1] = (self.state.t_h, self.state.z.copy(), self.p())
+            self._sens = None
+            self._undo = None
+            try:
+                state = self.model.advance(self.state, self.p(), dt)
+                log.warning("estimator: the last update was undone (the model could not integrate from it)")
+                return state
+            except ConvergenceError:
+                pass
+        p = self.p()
+        res = SteadySolver(self.fs).solve(p, z0=self.state.z, p0=p)
+        if not res.success:
+            raise ConvergenceError(
+                f"estimator: the model can neither integrate from its state nor find a steady state ({res.message})",
+                details={"t_h": self.state.t_h},
+            )
+        log.warning("estimator: restarted from the steady state at the current parameters (integration failed)")
+        self._sens = None
+        return self.model.initial_state(res.z, p, self.state.t_h + dt)
 
     def _state_at(self, t_h: float) -> tuple[Array, Array] | None:
         """The stored state nearest (not after) plant time ``t_h``."""
@@ -400,17 +440,32 @@ class Estimator:
         if not rows:
             return UpdateReport(0, tuple(rejected), math.nan, time.perf_counter() - t0)
         if self._sens is None or self._updates_since_sens >= self.options.sensitivity_every:
-            self._sens = self.sensitivities(self.state.z, self.p())
-            self._updates_since_sens = 0
+            fresh = self._finite_sensitivities(self.state.z, self.p())
+            if fresh is not None:
+                self._sens = fresh
+                self._updates_since_sens = 0
         sens = self._sens
-        innov, h_rows, sigma = [], [], []
+        if sens is None:
+            # no usable sensitivities yet (a singular steady Jacobian, e.g. a flow at zero during a
+            # pump trip): nothing can be learnt now; tried again at the next update
+            why = "model sensitivities are not finite at this operating point"
+            rejected.extend((self.channels[k].tag, why) for k, *_ in rows)
+            return UpdateReport(0, tuple(rejected), math.nan, time.perf_counter() - t0)
+        innov, h_rows, sigma, used = [], [], [], []
         for k, y, z_s, p_s in rows:
             out = self._measure(z_s, p_s)
             hv, hz, hp = np.asarray(out[0]).ravel(), np.asarray(out[1]), np.asarray(out[2])
+            h_row = hz[k] @ sens + hp[k] @ self._dp_dtheta(p_s)
+            if not (math.isfinite(hv[k]) and np.all(np.isfinite(h_row))):
+                rejected.append((self.channels[k].tag, "prediction not finite at the sample time"))
+                continue
             innov.append(y - hv[k])
-            h_rows.append(hz[k] @ sens + hp[k] @ self._dp_dtheta(p_s))
+            h_rows.append(h_row)
             ch = self.channels[k]
             sigma.append(math.hypot(max(ch.noise_rel, 1e-3), self.options.model_floor))
+            used.append(k)
+        if not used:
+            return UpdateReport(0, tuple(rejected), math.nan, time.perf_counter() - t0)
         nu = np.array(innov)
         H = np.array(h_rows)
         Rm = np.diag(np.array(sigma) ** 2)
@@ -419,28 +474,59 @@ class Estimator:
         d_theta = K @ nu
         limit = self.options.max_step * self._prior
         scale = float(np.max(np.abs(d_theta) / limit)) if d_theta.size else 0.0
-        if scale > 1.0:
-            d_theta /= scale
-        self.theta = self.theta + d_theta
-        self.P = (np.eye(self.theta.size) - K @ H) @ self.P
+        gain = 1.0 / scale if scale > 1.0 else 1.0
+        # the quasi-steady correction of the dynamic state must give a consistent state; when it
+        # does not (a large step near the edge of the steady region), halve the step; the update is
+        # all or nothing: on failure parameters, covariance and state stay as they were
+        for _ in range(4):
+            step = gain * d_theta
+            try:
+                state = self.model.consistent_state(self.state.z + sens @ step, self.p(self.theta + step),
+                                                    self.state.t_h)
+            except ConvergenceError:
+                gain *= 0.5
+                continue
+            break
+        else:
+            self._updates_since_sens = self.options.sensitivity_every  # fresh sensitivities next time
+            raise ConvergenceError(
+                "estimator update refused: the corrected plant state is not consistent even at 1/8 of the step; "
+                "the estimate is kept as it was",
+                details={"t_h": self.state.t_h},
+            )
+        self._undo = (self.theta.copy(), self.P.copy(), self.state)
+        # covariance of the gain actually applied (Joseph form, valid for a damped gain)
+        a_kh = np.eye(self.theta.size) - gain * K @ H
+        self.P = a_kh @ self.P @ a_kh.T + gain**2 * K @ Rm @ K.T
         self.P = 0.5 * (self.P + self.P.T)
-        # quasi-steady correction of the dynamic state, then a consistent differential state
-        z_new = self.state.z + sens @ d_theta
-        self.state = self.model.consistent_state(z_new, self.p(), self.state.t_h)
+        self.theta = self.theta + gain * d_theta
+        self.state = state
         self._history[-1] = (self.state.t_h, self.state.z.copy(), self.p())
         self._updates_since_sens += 1
         self.updates += 1
         self.last_update_plant_h = self.state.t_h
         self.healthy = bool(np.all(np.isfinite(self.theta)) and np.all(np.isfinite(self.state.z)))
-        return UpdateReport(len(rows), tuple(rejected), float(np.sqrt(np.mean(nu**2))), time.perf_counter() - t0)
+        return UpdateReport(len(used), tuple(rejected), float(np.sqrt(np.mean(nu**2))), time.perf_counter() - t0)
+
+    def _finite_sensitivities(self, z: Array, p: Array) -> Array | None:
+        """:meth:`sensitivities`, or None where they are not finite (singular steady Jacobian)."""
+        try:
+            sens = self.sensitivities(z, p)
+        except (RuntimeError, ValueError):  # splu: the factor is exactly singular
+            return None
+        return sens if np.all(np.isfinite(sens)) else None
 
     # ------------------------------------------------------------- results
     def snapshot(self) -> EstimateSnapshot:
         """Every stage's composition with 95 % bounds, and the parameter estimates."""
         z, p = self.state.z, self.p()
-        sens = self._sens if self._sens is not None else self.sensitivities(z, p)
-        self._sens = sens
-        var_z = np.einsum("ij,jk,ik->i", sens, self.P, sens) + self.options.model_floor**2
+        if self._sens is None:
+            self._sens = self._finite_sensitivities(z, p)
+        sens = self._sens
+        if sens is None:  # no finite sensitivities yet: a wide band (every parameter's variance at unit gain)
+            var_z = np.full(z.size, float(np.trace(self.P)) + self.options.model_floor**2)
+        else:
+            var_z = np.einsum("ij,jk,ik->i", sens, self.P, sens) + self.options.model_floor**2
         states = self.residual.local(z, p, jacobian=False)
         circuits = []
         for st in states:

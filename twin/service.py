@@ -109,6 +109,9 @@ class TwinOptions:
         Largest parameter change (log units) over the window for "steady".
     record_every
         Record every n-th estimate snapshot in the historian.
+    max_data_age_h
+        Closed loop writes only when the estimator was updated from Good data at most this many
+        plant hours ago (the safety gate's freshness rule).
     spec_version, parameter_set_version
         Versions stamped on proposals.
     """
@@ -120,6 +123,7 @@ class TwinOptions:
     steady_window_h: float = 2.0
     steady_tolerance: float = 0.05
     record_every: int = 5
+    max_data_age_h: float = 2.0
     spec_version: str = "spec"
     parameter_set_version: str = "shipped"
 
@@ -152,7 +156,9 @@ class TwinService:
         self.options = options or TwinOptions()
         self.ingestor = Ingestor(flowsheet, stale_after_h=self.options.stale_after_h)
         self.estimator = Estimator(flowsheet, z0, flowsheet.parameter_vector(), options=estimator_options)
-        self.gate = SafetyGate({m.variable: m for m in flowsheet.spec.manipulated})
+        self.gate = SafetyGate(
+            {m.variable: m for m in flowsheet.spec.manipulated}, max_data_age_h=self.options.max_data_age_h
+        )
         self.kpis = ProductKpis(flowsheet)
         self._pending = _Pending()
         self._snapshot: EstimateSnapshot | None = None
@@ -277,9 +283,21 @@ class TwinService:
         return out
 
     def current_setpoints(self) -> dict[str, float]:
-        """The manipulated variables as the model currently has them (from the plant's PVs)."""
+        """The setpoints in force: the latest Good ``SP`` reading of each manipulated variable's
+        controller, else the model's input (the measured PV) for variables without one.
+
+        An SP is published when it changes, so its age says nothing about its validity (it is
+        not checked for staleness here); the move limits of the gate and the plant's own rate
+        rule are both about the setpoint, which a noisy PV would misplace by its noise."""
         p = self.estimator.p_base
-        return {m.variable: float(p[self.fs.parameters.index(m.variable)]) for m in self.fs.spec.manipulated}
+        out = {m.variable: float(p[self.fs.parameters.index(m.variable)]) for m in self.fs.spec.manipulated}
+        for plan in self.ingestor.plan.values():
+            if plan.role != "setpoint" or plan.parameter not in out:
+                continue
+            tv = self.ingestor.latest.get(plan.tag)
+            if tv is not None and tv.usable:
+                out[plan.parameter] = float(tv.value)
+        return out
 
     def predicted_kpis(self) -> dict[str, dict[str, float]]:
         """Purity and recovery of every product predicted from the current estimate."""
@@ -332,11 +350,18 @@ class TwinService:
 
     # ------------------------------------------------------------ optimisation
     def is_steady(self) -> bool:
-        """No MV moved and the parameter estimates barely changed over the steady window."""
+        """The estimator has used plant data, and the parameter estimates barely changed over the
+        whole steady window (the history must reach back to its start)."""
         snap = self._snapshot
-        if snap is None or len(self._theta_history) < 2:
+        if snap is None or snap.updates < 1 or len(self._theta_history) < 2:
             return False
-        window = [v for t, v in self._theta_history if t >= snap.plant_time_h - self.options.steady_window_h]
+        start = snap.plant_time_h - self.options.steady_window_h
+        if self._theta_history[0][0] > start:
+            return False
+        # the window reaches back to the last estimate at or before its start: when estimates are
+        # further apart in plant time than the window (a fast plant clock), it still holds two
+        before = [v for t, v in self._theta_history if t < start]
+        window = before[-1:] + [v for t, v in self._theta_history if t >= start]
         if len(window) < 2:
             return False
         spread = np.max(np.abs(np.array(window) - window[-1]))
@@ -386,6 +411,10 @@ class TwinService:
         )
         self._broadcast({"type": "proposal", "id": proposal.id, "status": proposal.status.value})
         if self.mode is Mode.CLOSED_LOOP:
+            # the estimator waited for the solve: bring it up to date so that the gate judges the
+            # freshness of the data at the time of writing (a failed refresh leaves it stale: hold)
+            with contextlib.suppress(TwinError):
+                await self.estimate_now()
             await self._apply(proposal, approved_by=None, requested_by="twin")
         return proposal
 

@@ -81,6 +81,11 @@ def test_bad_mismatch_is_refused_naming_the_field(fs, data, message) -> None:  #
         ('[[events]]\nkind = "pump_trip"\ntag = "FIC-103"\nat_h = -1', r"events\[0\]\.at_h: -1"),
         ('[[events]]\nkind = "feed_composition"\nfeed = "feed"\nat_h = 1\ncomposition = { Lu = 1 }', r"composition"),
         ("[[events]\n", r"malformed TOML"),
+        (
+            '[[events]]\nkind = "extractant_drift"\ncircuit = "XX"\nrate_per_day = 0.01\nat_h = 1',
+            r"events\[0\]\.circuit",
+        ),
+        ('[[events]]\nkind = "extractant_drift"\ncircuit = "TbDy"\nrate_per_day = 1.5\nat_h = 1', r"rate_per_day: 1.5"),
     ],
 )
 def test_bad_scenario_is_refused_naming_the_field(fs, text, message) -> None:  # type: ignore[no-untyped-def]
@@ -188,3 +193,21 @@ def test_reset_restores_the_initial_plant(fs, z_true) -> None:  # type: ignore[n
     assert rt.t_h == 0.0
     assert rt.setpoint("FIC-102") == pytest.approx(1000.0)
     assert {r.tag for r in rt.drain().readings} >= {"FIC-102.SP", "AI-121.Dy"}
+
+
+def test_extractant_drift_scenario(fs, z_true) -> None:  # type: ignore[no-untyped-def]
+    """The extractant falls by (1 - rate)^days while the event lasts, in steps of one plant hour
+    on top of the mismatch's own loss, and the loss stays after the event."""
+    rt = runtime(fs, z_true)
+    text = '[[events]]\nkind = "extractant_drift"\ncircuit = "TbDy"\nrate_per_day = 0.1\nat_h = 2.0\nduration_h = 24.0'
+    rt.load_scenario(parse_scenario_text(text, fs))
+    mm = load_mismatch(TB_DY_MISMATCH, fs)
+
+    def extractant_ratio() -> float:
+        base = mm.at(fs, mm.initial_parameters(fs), rt.t_h - 5.0)[fs.parameters.index("TbDy.extractant_mol_per_l")]
+        return float(rt.true_state()["parameters"]["TbDy.extractant_mol_per_l"]) / float(base)
+
+    rt.advance(2, 5.0)  # the step from 5 h to 10 h uses the drift reached at 5 h
+    assert extractant_ratio() == pytest.approx(0.9 ** (3.0 / 24.0), rel=1e-9)
+    rt.advance(5, 5.0)  # 35 h: the event ended at 26 h
+    assert extractant_ratio() == pytest.approx(0.9, rel=1e-9)
