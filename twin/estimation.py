@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EstimatorOptions:
-    """Tuning of the estimator.
+    r"""Tuning of the estimator.
 
     Attributes
     ----------
@@ -78,8 +78,21 @@ class EstimatorOptions:
         an element gets a feed multiplier only when an analyser measures it.
     history_h
         How far back states are kept for late samples, h.
+    sensitivity
+        How :math:`\partial z/\partial\theta` is obtained. ``"dynamic"``: carried along the
+        trajectory (each parameter's perturbed state advanced with the plant model next to the
+        estimate, a finite difference of ``sensitivity_step``), so that during a transient (after a
+        setpoint move) a reading is explained by what the parameters do to the state *now*, not
+        at the steady state hundreds of hours ahead. ``"quasi_steady"``: the steady state's
+        sensitivities at the current point (one sparse LU; right only near a steady state).
+        ``"auto"``: dynamic up to ``dynamic_max_unknowns`` stage unknowns, quasi-steady beyond
+        (its cost is one model integration per parameter and step).
+    sensitivity_step
+        Finite-difference step of the dynamic sensitivities, in parameter units (log or ln D).
+    dynamic_max_unknowns
+        Largest plant (stage unknowns) for which ``"auto"`` chooses dynamic sensitivities.
     sensitivity_every
-        Recompute the sensitivities after this many updates (they change slowly).
+        Quasi-steady sensitivities: recompute them after this many updates (they change slowly).
     max_step
         Largest change of any parameter in one update, in prior standard deviations.
     """
@@ -91,6 +104,9 @@ class EstimatorOptions:
     model_floor: float = 0.08
     main_fraction: float = 0.03
     history_h: float = 72.0
+    sensitivity: Literal["auto", "dynamic", "quasi_steady"] = "auto"
+    sensitivity_step: float = 5e-3
+    dynamic_max_unknowns: int = 1500
     sensitivity_every: int = 4
     max_step: float = 2.0
 
@@ -244,6 +260,10 @@ class Estimator:
         self._history_t: list[float] = [t0_h]
         self._sens: Array | None = None
         self._updates_since_sens = 0
+        o = self.options
+        self.dynamic_sensitivity = o.sensitivity == "dynamic" or (
+            o.sensitivity == "auto" and flowsheet.n_unknowns <= o.dynamic_max_unknowns
+        )
         self.updates = 0
         self.last_update_plant_h: float | None = None
         self.healthy = True
@@ -367,6 +387,8 @@ class Estimator:
         walk = (self.options.walk_per_h * self._prior) ** 2 * dt
         try:
             state = self.model.advance(self.state, self.p(), dt)
+            if self.dynamic_sensitivity:
+                self._sens = self._advance_sensitivities(state, dt)
         except ConvergenceError:
             state = self._recover(dt)
         self._undo = None
@@ -378,6 +400,30 @@ class Estimator:
         while len(self._history) > 2 and self._history_t[0] < cutoff:
             self._history.pop(0)
             self._history_t.pop(0)
+
+    def _advance_sensitivities(self, new: PlantState, dt: float) -> Array | None:
+        r""":math:`\partial z/\partial\theta` at the end of a step of ``dt`` hours that took the
+        estimate from ``self.state`` to ``new``: every parameter's perturbed state (the state
+        moved along its current sensitivity, the parameter by ``sensitivity_step``) advanced with
+        the same inputs, minus ``new``. Starts from the quasi-steady sensitivities (the estimate
+        starts at a steady state); None (quasi-steady next time) when they are not available or a
+        perturbed integration fails."""
+        sens = self._sens if self._sens is not None else self._finite_sensitivities(self.state.z, self.p())
+        if sens is None:
+            return None
+        eps = self.options.sensitivity_step
+        out = np.empty_like(sens)
+        for k in range(self.theta.size):
+            th = self.theta.copy()
+            th[k] += eps
+            p_k = self.p(th)
+            try:
+                start = self.model.consistent_state(self.state.z + eps * sens[:, k], p_k, self.state.t_h)
+                out[:, k] = (self.model.advance(start, p_k, dt).z - new.z) / eps
+            except ConvergenceError:
+                log.info("estimator: a perturbed trajectory failed; quasi-steady sensitivities next")
+                return None
+        return out if np.all(np.isfinite(out)) else None
 
     def _recover(self, dt: float) -> PlantState:
         """The model cannot integrate from the current state: undo the last update (its corrected
@@ -439,7 +485,8 @@ class Estimator:
             rows.append((k, math.log(ob.value), past[0], past[1]))
         if not rows:
             return UpdateReport(0, tuple(rejected), math.nan, time.perf_counter() - t0)
-        if self._sens is None or self._updates_since_sens >= self.options.sensitivity_every:
+        stale = not self.dynamic_sensitivity and self._updates_since_sens >= self.options.sensitivity_every
+        if self._sens is None or stale:
             fresh = self._finite_sensitivities(self.state.z, self.p())
             if fresh is not None:
                 self._sens = fresh
