@@ -18,6 +18,7 @@ import numpy as np
 from models.errors import ComputationError, InfeasibleError
 from models.flowsheet import Flowsheet
 from models.optimisation import OptimisationOptions, OptimisationResult, SetpointOptimiser
+from models.steady import SteadyResult
 from twin.service import Advice
 
 __all__ = ["OptimiserAdvisor"]
@@ -33,11 +34,15 @@ class OptimiserAdvisor:
         self.options = options or OptimisationOptions(move_horizon_h=4.0)
         self.optimiser = SetpointOptimiser(flowsheet, self.options)
         self._last: OptimisationResult | None = None
+        self._anchor: tuple[np.ndarray, np.ndarray] | None = None
 
     def advise(self, z: np.ndarray, p: np.ndarray, current: Mapping[str, float]) -> Advice:
         """Optimise from stage state ``z`` and parameters ``p`` (estimated)."""
         try:
-            res = self.optimiser.optimise(p_current=np.asarray(p), z_current=np.asarray(z), warm=self._last)
+            steady_now = self._steady_now(np.asarray(z, dtype=float), np.asarray(p, dtype=float))
+            res = self.optimiser.optimise(
+                p_current=np.asarray(p), z_current=np.asarray(z), current=steady_now, warm=self._last
+            )
         except InfeasibleError as exc:
             return Advice(False, {}, {}, (), "specification cannot be met", exc.message)
         except ComputationError as exc:
@@ -66,3 +71,25 @@ class OptimiserAdvisor:
             + (f". Active: {worth}" if worth else "")
         )
         return Advice(True, setpoints, predicted, active, reason)
+
+    def _steady_now(self, z: np.ndarray, p: np.ndarray) -> SteadyResult:
+        """The steady state at the estimated parameters, the starting point of the optimisation.
+
+        Tried in order: from the last steady state found, walking from its parameters to ``p``
+        (continuation: the estimates move a little between cycles); from the estimated stage
+        state (in a transient, far from any steady state, this pseudo-transient solve is the
+        slow one); from a cold start."""
+        solver = self.optimiser.steady_solver
+        tries: list[tuple[str, np.ndarray | None, np.ndarray | None]] = []
+        if self._anchor is not None:
+            tries.append(("the last steady state", *self._anchor))
+        tries += [("the estimate", z, p), ("a cold start", None, None)]
+        res: SteadyResult | None = None
+        for where, z0, p0 in tries:
+            res = solver.solve(p, z0=z0, p0=p0)
+            if res.success:
+                self._anchor = (res.z.copy(), p.copy())
+                return res
+            log.info("advisor: steady state not found from %s: %s", where, res.message)
+        assert res is not None
+        return res
