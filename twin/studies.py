@@ -15,6 +15,13 @@ whose digest matches and computes only the others (an interrupted study resumes 
 At the end: ``results.parquet`` and ``results.csv`` (one row per case), plots (PNG) and
 ``summary.md``.
 
+Hooks for a host process (the API's study service, :mod:`twin.study_service`): ``on_case`` is
+called as each case is saved or reused (progress), ``should_stop`` is checked between cases
+(cancellation: outstanding tasks are cancelled and :class:`StudyCancelled` is raised, finished
+cases stay saved), and ``model_lock`` is held while the driver builds flowsheets in its own
+process (CasADi is not thread-safe; a live twin in the same process holds
+:data:`twin.compute.MODEL_LOCK` for its solves).
+
 Stage design is a search rather than a fixed case list: starting from the countercurrent-theory
 estimate (:func:`models.countercurrent.xu_design`) it makes the counts feasible, then lowers one
 section at a time by a parallel k-section search (``parallel_probes`` candidates per step, each a
@@ -33,27 +40,38 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from models.countercurrent import XuDesign, xu_design
-from models.errors import ComputationError, InputError, SpecError
+from models.errors import ComputationError, InputError, SpecError, TwinError
 from models.flowsheet import build_flowsheet
 from models.spec import load_spec
 from twin._study_worker import solve_case
 from twin.study_spec import StudySpec, load_study
 
-__all__ = ["StudyResult", "StudyRunOptions", "run_study", "run_study_file"]
+if TYPE_CHECKING:
+    from models.flowsheet import Flowsheet
+    from twin.settings import Settings
+    from twin.study_service import StudyService
+
+__all__ = ["StudyCancelled", "StudyResult", "StudyRunOptions", "api_runner", "run_study", "run_study_file"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "sxtwin-study-case/1"
+_POLL_S = 0.2  # how often a study with a should_stop hook looks at it while no case finishes
+
+
+class StudyCancelled(TwinError):
+    """A study stopped because its ``should_stop`` hook asked it to (not a failure: the cases
+    finished so far are saved and a rerun in the same directory reuses them)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,15 @@ class StudyRunOptions:
         Show a progress bar on stderr.
     plots
         Write PNG plots.
+    on_case
+        Called in the driver with each case's id and result as it is saved or reused (the base
+        state has id ``base``); None: no callback.
+    should_stop
+        Checked between cases (and every 0.2 s while none finishes); when it returns True the outstanding
+        tasks are cancelled and :class:`StudyCancelled` is raised. None: run to the end.
+    model_lock
+        Held while the driver builds flowsheets in its own process (a live twin's
+        :data:`twin.compute.MODEL_LOCK`); None: no lock.
     """
 
     out_dir: Path
@@ -79,6 +106,9 @@ class StudyRunOptions:
     workers: int | None = None
     progress: bool = True
     plots: bool = True
+    on_case: Callable[[str, Mapping[str, Any]], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    model_lock: AbstractContextManager[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -207,18 +237,53 @@ def _client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
 class _Runner:
     """Submits chains of case tasks and saves each result as it finishes."""
 
-    def __init__(self, client: Any, store: _CaseStore, progress: bool, study: str) -> None:
+    def __init__(
+        self,
+        client: Any,
+        store: _CaseStore,
+        progress: bool,
+        study: str,
+        on_case: Callable[[str, Mapping[str, Any]], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
         self.client = client
         self.store = store
         self.progress = progress
         self.study = study
+        self.on_case = on_case
+        self.should_stop = should_stop
         self.computed = 0
         self.reused = 0
 
-    def run_chains(self, chains: Sequence[Sequence[dict[str, Any]]], desc: str) -> dict[str, dict[str, Any]]:
-        """Run every chain (list of tasks, each warm-starting from the one before); returns results by id."""
+    def _done(self, case_id: str, result: Mapping[str, Any]) -> None:
+        if self.on_case is not None:
+            self.on_case(case_id, result)
+
+    def _check_stop(self, pending: Sequence[Any]) -> None:
+        if self.should_stop is not None and self.should_stop():
+            if pending:
+                self.client.cancel(list(pending))
+            raise StudyCancelled(f"study {self.study!r} was cancelled", field="study")
+
+    def _completed(self, futures: Sequence[Any]) -> Iterator[Any]:
+        """The futures as they finish; with a ``should_stop`` hook, checked between them and every
+        ``_POLL_S`` while none finishes."""
         from distributed import as_completed
 
+        ac = as_completed(futures)
+        if self.should_stop is None:
+            yield from ac
+            return
+        while ac.count():
+            self._check_stop(futures)
+            with ac.thread_condition:  # a finished future notifies it after queueing itself
+                if not ac.has_ready():
+                    ac.thread_condition.wait(timeout=_POLL_S)
+            yield from ac.next_batch(block=False)
+
+    def run_chains(self, chains: Sequence[Sequence[dict[str, Any]]], desc: str) -> dict[str, dict[str, Any]]:
+        """Run every chain (list of tasks, each warm-starting from the one before); returns results by id."""
+        self._check_stop(())
         results: dict[str, dict[str, Any]] = {}
         futures = []
         digests: dict[str, str] = {}
@@ -231,6 +296,7 @@ class _Runner:
                 if saved is not None:
                     results[task["id"]] = saved
                     self.reused += 1
+                    self._done(task["id"], saved)
                     prev = saved if saved.get("status") == "ok" else prev
                     continue
                 fut = self.client.submit(
@@ -244,11 +310,12 @@ class _Runner:
 
         bar = tqdm(total=len(futures), desc=desc, file=sys.stderr, disable=not self.progress, unit="case")
         try:
-            for fut in as_completed(futures):
+            for fut in self._completed(futures):
                 res = fut.result()
                 self.store.save(res["id"], digests[res["id"]], res)
                 results[res["id"]] = res
                 self.computed += 1
+                self._done(res["id"], res)
                 bar.update(1)
         finally:
             bar.close()
@@ -256,16 +323,18 @@ class _Runner:
 
     def run_one(self, task: dict[str, Any], warm: dict[str, Any] | None = None) -> dict[str, Any]:
         """One task (with its own store entry)."""
+        self._check_stop(())
         digest = _digest(task)
         saved = self.store.load(task["id"], digest)
         if saved is not None:
             self.reused += 1
+            self._done(task["id"], saved)
             return saved
-        res: dict[str, Any] = self.client.submit(
-            solve_case, task, warm, key=f"{self.study}-{task['id']}-{digest}", pure=False
-        ).result()
+        fut = self.client.submit(solve_case, task, warm, key=f"{self.study}-{task['id']}-{digest}", pure=False)
+        res: dict[str, Any] = next(iter(self._completed([fut]))).result()
         self.store.save(task["id"], digest, res)
         self.computed += 1
+        self._done(task["id"], res)
         return res
 
 
@@ -301,6 +370,21 @@ def _check_names(fs_names: set[str], mv_names: set[str], names: Sequence[str], w
 
 
 # ------------------------------------------------------------------------------------ driver
+def api_runner(settings: Settings, flowsheet: Flowsheet) -> StudyService:
+    """The study service that the control-room API relays to (:mod:`twin.study_service`).
+
+    Studies run on ``flowsheet``'s plant, one at a time, with their outputs under
+    ``<settings.data_dir>/studies/<id>``, on ``settings.dask_scheduler`` or on a local cluster of
+    one worker process that each study starts and closes (:meth:`StudyService.close` stops the
+    running study, and with it its cluster).
+    """
+    from twin.study_service import StudyService, StudyServiceOptions
+
+    return StudyService(
+        flowsheet, settings.data_dir / "studies", options=StudyServiceOptions(scheduler=settings.dask_scheduler)
+    )
+
+
 def run_study_file(path: str | Path, options: StudyRunOptions) -> StudyResult:
     """Load a study file and run it."""
     spec, plant_path = load_study(path)
@@ -313,7 +397,9 @@ def run_study(spec: StudySpec, plant_path: Path, options: StudyRunOptions) -> St
     info = spec.study
     plant_spec = load_spec(plant_path)
     plant = json.loads(plant_spec.model_dump_json())
-    fs = build_flowsheet(plant_spec)
+    lock = options.model_lock if options.model_lock is not None else nullcontext()
+    with lock:  # CasADi builds in this process: not while a live twin's solve runs
+        fs = build_flowsheet(plant_spec)
     names = set(fs.parameters.names)
     mvs = {m.name for m in fs.spec.manipulated}
     out_dir = Path(options.out_dir)
@@ -321,7 +407,7 @@ def run_study(spec: StudySpec, plant_path: Path, options: StudyRunOptions) -> St
     store = _CaseStore(out_dir)
     with _client(options.scheduler, options.workers) as client:
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        runner = _Runner(client, store, options.progress, info.name)
+        runner = _Runner(client, store, options.progress, info.name, options.on_case, options.should_stop)
         base_res = runner.run_one(_base_task(plant, info))
         runner.computed = runner.reused = 0  # the base state is not a case
         if base_res.get("status") != "ok":
@@ -334,7 +420,8 @@ def run_study(spec: StudySpec, plant_path: Path, options: StudyRunOptions) -> St
         if kind == "stage_design":
             assert spec.stage_design is not None
             if spec.stage_design.purity_min:
-                plant, fs = _with_purities(plant, spec.stage_design.purity_min)
+                with lock:
+                    plant, fs = _with_purities(plant, spec.stage_design.purity_min)
             results, findings = _stage_design(spec, plant, fs, runner, n_workers, base)
         else:
             chains = _case_chains(spec, plant, fs, names, mvs, base, runner)

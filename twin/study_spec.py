@@ -330,7 +330,7 @@ class StudySpec(_Model):
         kind = self.study.kind
         if needs[kind] is None:
             table = "[[scenarios]]" if kind == "scenarios" else f"[{kind}]"
-            raise ValueError(f"a study of kind {kind!r} needs a {table} section")
+            raise ValueError(f"{kind}: a study of kind {kind!r} needs a {table} section")
         _check_unique([s.name for s in self.scenarios], "scenarios")
         if self.capacity is not None:
             _check_unique([s.name for s in self.capacity.scenarios], "capacity.scenarios")

@@ -7,7 +7,10 @@ Two plant connections, the same twin:
 - :func:`opcua_twin`: an OPC UA client (:class:`opcua.client.PlantClient`, a
   :class:`twin.plant_io.PlantConnection`) of the simulated plant server or of a real plant's server.
 
-Either is a :data:`api.runtime.TwinFactory`. Start-up is quick: the design steady state (a cold
+Either is a :data:`api.runtime.TwinFactory` and starts the offline study runner
+(``twin.studies.api_runner``: one study at a time, outputs in ``<data_dir>/studies``) once the twin
+runs; leaving it stops the runner (its queue, its running study and that study's Dask processes)
+before the historian closes. Start-up is quick: the design steady state (a cold
 solve of several seconds) is cached in ``<data_dir>/steady_cache``.
 """
 
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from api.runtime import StudyRunner, TwinFactory, TwinRuntime
+from models.errors import TwinError
 from models.flowsheet import Flowsheet
 from models.spec import load_spec
 from twin.historian import Historian
@@ -90,8 +94,19 @@ def _studies(settings: Settings, fs: Flowsheet) -> StudyRunner | None:
     if factory is None:
         log.warning("twin.studies has no api_runner(settings, flowsheet): studies are off in the API")
         return None
-    runner: StudyRunner = factory(settings, fs)
+    try:
+        runner: StudyRunner = factory(settings, fs)
+    except (TwinError, OSError) as exc:  # the twin runs without studies rather than not at all
+        log.error("studies are off in the API: %s", getattr(exc, "message", exc))
+        return None
     return runner
+
+
+def _close_studies(runner: StudyRunner | None) -> None:
+    """Stop the study runner (its queue, its running study and that study's Dask processes)."""
+    close = getattr(runner, "close", None)
+    if callable(close):
+        close()
 
 
 def _versions(fs: Flowsheet) -> tuple[str, str]:
@@ -134,6 +149,7 @@ def in_process_twin(options: StackOptions) -> TwinFactory:
         runtime = await asyncio.to_thread(PlantRuntime, fs, z_plant, mismatch)
         advisor = await asyncio.to_thread(_advisor, options.advisor, fs)
         historian = await asyncio.to_thread(Historian.from_settings, settings)
+        studies: StudyRunner | None = None
         try:
             async with InProcessPlant(runtime, speed=options.speed) as plant:
                 twin = TwinService(
@@ -147,6 +163,7 @@ def in_process_twin(options: StackOptions) -> TwinFactory:
                         with MODEL_LOCK:  # the runtime's CasADi functions are shared with the plant's steps
                             return runtime.true_state()
 
+                    studies = await asyncio.to_thread(_studies, settings, fs)
                     yield TwinRuntime(
                         spec=fs.spec,
                         flowsheet=fs,
@@ -156,10 +173,13 @@ def in_process_twin(options: StackOptions) -> TwinFactory:
                         plant_kind="in-process",
                         speed=options.speed,
                         true_state=true_state,
-                        studies=_studies(settings, fs),
+                        studies=studies,
                     )
         finally:
-            await asyncio.to_thread(historian.close)
+            try:
+                await asyncio.to_thread(_close_studies, studies)
+            finally:
+                await asyncio.to_thread(historian.close)
 
     return factory
 
@@ -221,6 +241,7 @@ def opcua_twin(options: StackOptions, connection: OpcUaOptions, *, speed: float 
             load_tag_map(connection.tag_map, [t.tag for t in plan_tags(fs)]) if connection.tag_map else None
         )
         holder: dict[str, TwinService] = {}
+        studies: StudyRunner | None = None
 
         async def on_gap(gap: Any) -> None:
             if "twin" in holder:
@@ -239,6 +260,7 @@ def opcua_twin(options: StackOptions, connection: OpcUaOptions, *, speed: float 
                 )
                 holder["twin"] = twin
                 async with twin:
+                    studies = await asyncio.to_thread(_studies, settings, fs)
                     yield TwinRuntime(
                         spec=fs.spec,
                         flowsheet=fs,
@@ -248,10 +270,13 @@ def opcua_twin(options: StackOptions, connection: OpcUaOptions, *, speed: float 
                         plant_kind="opcua",
                         plant_endpoint=connection.url,
                         speed=speed,
-                        studies=_studies(settings, fs),
+                        studies=studies,
                     )
         finally:
-            await asyncio.to_thread(historian.close)
+            try:
+                await asyncio.to_thread(_close_studies, studies)
+            finally:
+                await asyncio.to_thread(historian.close)
 
     return factory
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -478,22 +479,54 @@ def test_trainer_reads_the_true_state(api_server: Server) -> None:
     assert len(truth["circuits"]["TbDy"]["stages"]) == 80
 
 
-def test_studies_route_says_clearly_when_the_runner_is_missing(api_server: Server) -> None:
-    import twin.studies
+def test_a_study_runs_through_the_api_from_submit_to_plot(api_server: Server) -> None:
+    """The real study runner (twin.study_service) behind the real server: a two-case sweep of the
+    twin's own plant, submitted by an engineer, watched and read by a viewer."""
+    body = {
+        "kind": "sweep",
+        "study": {"name": "api_scrub"},
+        "sweep": {"parameters": [{"name": "scrub_flow", "values": [200.0, 215.0]}]},
+    }
+    problem(httpx.post(f"{api_server.url}/api/studies", json=body, headers=api_server.headers("operator")), 403)
+    with api_server.client("engineer", timeout=60) as eng, api_server.client("viewer", timeout=60) as viewer:
+        bad = problem(eng.post("/api/studies", json={"kind": "sweep", "study": {"name": "x"}}), 422)
+        assert bad["field"] == "sweep"
+        assert "needs a [sweep] section" in bad["detail"]
+        bad = problem(eng.post("/api/studies", json={**body, "study": {"name": "x", "plant": "/etc/passwd"}}), 422)
+        assert bad["field"] == "study.plant"
+        problem(viewer.get("/api/studies/no-such-study"), 404)
 
-    if not hasattr(twin.studies, "api_runner"):
-        body = problem(httpx.get(f"{api_server.url}/api/studies", headers=api_server.headers("engineer")), 503)
-        assert "twin.studies" in body["detail"]
-        problem(
-            httpx.post(f"{api_server.url}/api/studies", json={"kind": "sweep"}, headers=api_server.headers("operator")),
-            403,
-        )
-        pytest.skip(
-            "twin.studies runs studies from the command line but has no api_runner(settings, flowsheet) "
-            "(submit/status/result/plot/cancel) yet: submit, progress, results and cancel are untested"
-        )
-    r = httpx.get(f"{api_server.url}/api/studies", headers=api_server.headers("engineer"))
-    assert r.status_code == 200
+        r = eng.post("/api/studies", json=body)
+        assert r.status_code == 202, r.text
+        st = r.json()
+        assert st["status"] in ("queued", "running")
+        assert (st["user"], st["cases_total"]) == ("engineer", 2)
+        sid = st["id"]
+        deadline = time.monotonic() + 180
+        while st["status"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.25)
+            st = viewer.get(f"/api/studies/{sid}").json()
+        assert st["status"] == "done", st
+        assert (st["progress"], st["cases_done"], st["plots"]) == (1.0, 2, ["sweep"])
+        assert st["started_at"] <= st["finished_at"]
+        assert Path(st["out_dir"]) == api_server.data_dir / "studies" / sid  # outputs under the data directory
+        assert sid in [s["id"] for s in viewer.get("/api/studies").json()]
+
+        res = viewer.get(f"/api/studies/{sid}/result").json()
+        assert (res["n_cases"], res["n_failed"]) == (2, 0)
+        assert [c["label.scrub_flow"] for c in res["cases"]] == [200.0, 215.0]
+        for case in res["cases"]:
+            assert 0.99 < case["Dy2O3.purity"] < 1.0  # the design makes >= 99.5 % Dy2O3
+            assert 0.0 < case["Tb_cut.recovery"] <= 1.0
+        assert res["plots"] == {"sweep": "sweep.png"}
+        png = viewer.get(f"/api/studies/{sid}/plots/sweep")
+        assert png.status_code == 200
+        assert png.headers["content-type"] == "image/png"
+        assert png.content.startswith(b"\x89PNG")
+        assert "plots: sweep" in problem(viewer.get(f"/api/studies/{sid}/plots/pareto"), 404)["detail"]
+        assert "done already" in problem(eng.post(f"/api/studies/{sid}/cancel"), 409)["detail"]
+        audit = eng.get("/api/audit", params={"user": "engineer", "action": "study.submit"}).json()["items"]
+        assert f"study:{sid}" in [a["target"] for a in audit]
 
 
 # --------------------------------------------------------------------------- live updates
