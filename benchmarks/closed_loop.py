@@ -145,6 +145,7 @@ class _TimedAdvisor:
 
 async def twin_worker(cfg: Mapping[str, Any]) -> None:
     """Worker process: the twin in closed loop against one plant; writes its estimates as JSON lines."""
+    from models.optimisation import OptimisationOptions
     from twin.advisor import OptimiserAdvisor
     from twin.compute import run_model
     from twin.connection import Gap, ReconnectingPlant
@@ -155,7 +156,11 @@ async def twin_worker(cfg: Mapping[str, Any]) -> None:
     work = Path(cfg["work"])
     fs = build_flowsheet(load_spec(SPEC))
     z0 = await run_model(steady_initial_state, fs, fs.parameter_vector(), Path(cfg["cache_dir"]))
-    advisor = _TimedAdvisor(OptimiserAdvisor(fs))
+    # the twin's optimiser: the chosen objective, moves limited to 4 h of the plant's rate rule, a
+    # share of every product's allowed impurity kept in reserve against model error
+    options = OptimisationOptions(objective=cfg.get("objective", "margin"), move_horizon_h=4.0,
+                                  spec_backoff=float(cfg.get("spec_backoff", 0.2)))
+    advisor = _TimedAdvisor(OptimiserAdvisor(fs, options))
     historian = Historian(work / "twin.sqlite3")
     holder: dict[str, TwinService] = {}
 
@@ -312,7 +317,7 @@ class Job:
 
 async def run_jobs(
     setup: Setup, fs: Flowsheet, z_design: np.ndarray, jobs: Sequence[Job], *, speed: float, hours: float,
-    wall_cap_s: float,
+    wall_cap_s: float, objective: str = "margin", spec_backoff: float = 0.2,
 ) -> dict[str, Any]:
     """Run jobs side by side (one plant process each, plus a twin process for a twin job); each plant
     starts paused at plant time 0, gets its scenario, and runs until ``hours`` or the wall-time cap."""
@@ -339,7 +344,7 @@ async def run_jobs(
                 job.twin = await Child.start(f"{job.name}-twin", "--twin", {
                     "url": job.url, "password": setup.passwords["operator"], "pki_dir": str(setup.client_pki),
                     "cache_dir": str(setup.cache), "work": str(twin_dir), "max_data_age_h": TWIN_MAX_DATA_AGE_H,
-                    "cycle_interval_h": TWIN_CYCLE_H,
+                    "cycle_interval_h": TWIN_CYCLE_H, "objective": objective, "spec_backoff": spec_backoff,
                 }, setup.work)
         for job in jobs:
             if job.twin is not None:
@@ -700,7 +705,8 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
                 names = ", ".join(j.name for j in jobs)
                 print(f"{names}: {args.hours:g} plant h at speed {args.speed:g} ...", flush=True)
                 timing = await run_jobs(setup, fs, z_design, jobs, speed=args.speed, hours=args.hours,
-                                        wall_cap_s=args.wall_cap_s)
+                                        wall_cap_s=args.wall_cap_s, objective=args.objective,
+                                        spec_backoff=args.spec_backoff)
                 print(f"  done in {timing['wall_s']:.0f} s (start-up {timing['startup_s']:.0f} s)", flush=True)
                 for job in jobs:
                     raw[job.scenario][job.op] = job_result(setup, job)
@@ -716,12 +722,15 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
 def report(results: Sequence[Mapping[str, Any]], args: argparse.Namespace, wall_s: float) -> str:
     econ = Economics(build_flowsheet(load_spec(SPEC)))
     cmd = "benchmarks/closed_loop.py" + (" --quick" if args.quick else "")
+    if args.objective != "margin" or args.spec_backoff != 0.2:
+        cmd += f" --objective {args.objective} --spec-backoff {args.spec_backoff:g}"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     return "\n".join([
         f"## Closed loop: design setpoints vs PI vs twin (tb_dy, standard mismatch, speed {args.speed:g})",
         "",
         f"`.venv/bin/python {cmd}`: {len(results)} scenario(s), {args.hours:g} plant h each, loaded at 0 h "
-        f"(events at 72 h), {wall_s / 60:.1f} min of wall time, load average {load:.1f}.",
+        f"(events at 72 h), {wall_s / 60:.1f} min of wall time, load average {load:.1f}; the twin optimises "
+        f"`{args.objective}` with {100 * args.spec_backoff:g} % of each allowed impurity in reserve.",
         "",
         table(results),
         "",
@@ -761,6 +770,11 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=None, help="plant hours per scenario (default 240, quick 144)")
     ap.add_argument("--wall-cap-s", type=float, default=300.0, help="wall-time cap per scenario")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--objective", default="margin", choices=("margin", "reagent", "throughput"),
+                    help="the twin's optimisation objective (margin, the twin's default, also moves the "
+                         "feed; reagent: least reagent cost at spec at the throughput the operators set)")
+    ap.add_argument("--spec-backoff", type=float, default=0.2,
+                    help="share of each product's allowed impurity the twin keeps in reserve")
     ap.add_argument("--json", default=None, help="write every figure here")
     ap.add_argument("--keep", default=None, help="keep the runs' files (estimates, logs, twin historian) here")
     ap.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(REPO)}")

@@ -31,7 +31,9 @@ class OptimiserAdvisor:
 
     def __init__(self, flowsheet: Flowsheet, options: OptimisationOptions | None = None) -> None:
         self.fs = flowsheet
-        self.options = options or OptimisationOptions(move_horizon_h=4.0)
+        # defaults for proposals to operators: moves within 4 h of each variable's rate rule, and a
+        # fifth of every product's allowed impurity (and loss) kept in reserve against model error
+        self.options = options or OptimisationOptions(move_horizon_h=4.0, spec_backoff=0.2)
         self.optimiser = SetpointOptimiser(flowsheet, self.options)
         self._last: OptimisationResult | None = None
         self._anchor: tuple[np.ndarray, np.ndarray] | None = None
