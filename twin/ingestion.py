@@ -1,11 +1,13 @@
 """Ingestion: which tags the twin reads, and which values it may use.
 
 Every incoming value is checked before use: Bad and Uncertain quality, NaN or infinite values,
-values outside the instrument's range and stale values (older than ``stale_after_h`` against the
-plant's published clock) are recorded with the reason and never used. Usable analyser values
-become estimator observations at their own sample time (late samples included); usable
-controller PVs become the manipulated-variable inputs of the model. Lab assays (ICP results with
-their sample time) enter the same way as late analyser samples.
+values outside the instrument's range and stale values (older than ``stale_after_h``, plus the
+instrument's delay and sample period, against the plant's published clock; setpoints, published on
+change, excepted) are recorded with the reason and never used. A tag that stops updating turns
+stale when its latest value is checked again against the clock (:meth:`Ingestor.recheck`).
+Usable analyser values become estimator observations at their own sample time (late samples
+included); usable controller PVs become the manipulated-variable inputs of the model. Lab assays
+(ICP results with their sample time) enter the same way as late analyser samples.
 """
 
 from __future__ import annotations
@@ -110,7 +112,8 @@ class Ingestor:
             return f"value {v!r} is not finite"
         if not plan.range_min <= v <= plan.range_max:
             return f"value {v:g} outside the instrument range [{plan.range_min:g}, {plan.range_max:g}]"
-        if plant_now_h is not None and tv.plant_time_h is not None:
+        # a setpoint is published when it changes: its age says nothing about its validity
+        if plan.role != "setpoint" and plant_now_h is not None and tv.plant_time_h is not None:
             age = plant_now_h - tv.plant_time_h
             limit = self.stale_after_h + plan.instrument.delay_s / 3600.0 + plan.instrument.sample_period_s / 3600.0
             if age > limit:
@@ -135,6 +138,19 @@ class Ingestor:
             elif plan.role == "observation":
                 t_s = tv.plant_time_h if tv.plant_time_h is not None else (plant_now_h or 0.0)
                 out.observations.append(Observation(tv.tag, float(tv.value), t_s))
+        return out
+
+    def recheck(self, plant_now_h: float) -> list[Flag]:
+        """Flag the latest values that have gone stale since they arrived (a tag that stopped
+        updating sends nothing more to check); returns the new flags."""
+        out = []
+        for tag, tv in self.latest.items():
+            if tag in self.flags:
+                continue
+            reason = self.check(tv, plant_now_h)
+            if reason is not None:
+                self.flags[tag] = Flag(tag, reason, tv.value)
+                out.append(self.flags[tag])
         return out
 
     def lab_assay(self, tag: str, value_g_per_l: float, sample_time_h: float) -> Observation:

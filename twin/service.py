@@ -170,9 +170,13 @@ class TwinService:
         self.mode = historian.current_mode() if hasattr(historian, "current_mode") else Mode.ADVISORY
         self.last_estimator_wall_s: float | None = None
         self.last_error: str | None = None
+        self._plant_now_h: float | None = None  # the plant clock at the last estimator step
 
     # -------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> TwinService:
+        # the clock first: the values the subscription delivers at once are judged against it
+        with contextlib.suppress(IngestionError):  # a link down at this instant: at the first step
+            self._plant_now_h = await self.connection.plant_time_h()
         await self.connection.subscribe(self.ingestor.tags, self._on_value, sampling_ms=1000, publishing_ms=1000)
         self._tasks = [
             asyncio.create_task(self._estimation_loop(), name="twin-estimation"),
@@ -195,7 +199,9 @@ class TwinService:
         self._pending.samples.append(
             Sample(tag=tv.tag, value=value, quality=quality, source_time=tv.source_time, plant_time_h=tv.plant_time_h)
         )
-        now = tv.plant_time_h
+        # the age of a value is judged against the plant's clock (read at every estimator step),
+        # never against the value's own timestamp: a value that arrives old is stale
+        now = self._plant_now_h if self._plant_now_h is not None else tv.plant_time_h
         result = self.ingestor.ingest([tv], now)
         self._pending.observations += result.observations
         self._pending.inputs.update(result.inputs)
@@ -232,12 +238,16 @@ class TwinService:
         async with self._lock:
             pending, self._pending = self._pending, _Pending()
             plant_now = await self.connection.plant_time_h()
+            self._plant_now_h = plant_now
+            gone_stale = self.ingestor.recheck(plant_now)
             t0 = time.perf_counter()
             snap = await run_model(self._estimate, plant_now, pending)
             self.last_estimator_wall_s = time.perf_counter() - t0
             self._snapshot = snap
             self._theta_history.append((snap.plant_time_h, np.array(list(snap.parameters.values()))))
             self._theta_history = [(t, v) for t, v in self._theta_history if t >= snap.plant_time_h - 48.0]
+        for flag in gone_stale:
+            await self._flag(flag)
         if pending.samples:
             await asyncio.to_thread(self.historian.record_samples, pending.samples)
         if not snap.healthy:

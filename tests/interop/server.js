@@ -2,14 +2,18 @@
 //
 // Usage: node server.js CONFIG.json   (written by tests/interop/test_node_opcua_server.py)
 //   {"port", "user", "password", "pkiDir", "speed",
-//    "tags": [{"tag", "value", "low", "high", "unit", "noise", "writable"}],
-//    "steps": [{"tag", "atH", "factor"}]}
+//    "tags": [{"tag", "value", "low", "high", "unit", "noise", "writable", "stampLagH", "freezeAtH"}],
+//    "steps": [{"tag", "atH", "factor" | "value" | "status"}]}
 // The address space follows docs/opcua.md where the twin relies on it: namespace urn:sxtwin:plant,
 // the tag as the node id's string (ns=<i>;s=FIC-102.PV), Plant/PlantHours, Plant/RunEpoch,
 // Plant/PlantTime and Plant/Speed, source timestamps in plant time (RunEpoch + plant hours),
 // EURange and EngineeringUnits properties. The scripted model: every tag holds its value (the
 // twin's design steady state, from the test) times (1 + noise x N(0, 1)), times `factor` after
-// `atH` plant hours for the scripted steps. User-name tokens (one user) on a None and a
+// `atH` plant hours for the scripted steps, clamped to [low, high]. Faults for the twin's ingestion
+// checks: a step's `value` (a number, or "NaN") is published as it is, unclamped; a step's `status`
+// (a StatusCodes name, e.g. "BadOutOfService") replaces Good; a tag's `stampLagH` stamps its values
+// that many plant hours in the past (stale on arrival); a tag's `freezeAtH` stops its updates from
+// that plant hour on (it goes stale). User-name tokens (one user) on a None and a
 // Basic256Sha256 SignAndEncrypt endpoint; no anonymous sessions; setpoints (writable tags) accept
 // numbers from the user. Prints "READY <port>" when listening; SIGTERM stops it.
 "use strict";
@@ -143,20 +147,33 @@ async function main() {
 
     function publish() {
         const h = hours();
-        const stamp = plantTime();
+        const now = plantTime();
         for (const s of Object.values(state)) {
-            if (s.spec.writable) {
+            if (s.spec.writable || (s.published && s.spec.freezeAtH !== undefined && h >= s.spec.freezeAtH)) {
                 continue;
             }
             let v = s.spec.value;
+            let fixed = null;
+            let status = StatusCodes.Good;
             for (const step of config.steps || []) {
-                if (step.tag === s.spec.tag && h >= step.atH) {
+                if (step.tag !== s.spec.tag || h < step.atH) {
+                    continue;
+                }
+                if (step.factor !== undefined) {
                     v *= step.factor;
+                }
+                if (step.value !== undefined) {
+                    fixed = Number(step.value); // "NaN" -> NaN
+                }
+                if (step.status !== undefined) {
+                    status = StatusCodes[step.status];
                 }
             }
             v *= 1 + (s.spec.noise || 0) * gauss();
-            v = Math.min(Math.max(v, s.spec.low), s.spec.high);
-            s.variable.setValueFromSource(new Variant({ dataType: DataType.Double, value: v }), StatusCodes.Good, stamp);
+            v = fixed !== null ? fixed : Math.min(Math.max(v, s.spec.low), s.spec.high);
+            const stamp = new Date(now.getTime() - (s.spec.stampLagH || 0) * 3600 * 1000);
+            s.variable.setValueFromSource(new Variant({ dataType: DataType.Double, value: v }), status, stamp);
+            s.published = true;
         }
     }
     publish();
