@@ -14,15 +14,22 @@ dynamic model. The plant state (every stage, both phases) is propagated by
 An analyser reading is modelled in logarithms, :math:`\ln y = \ln c(z) + \ln M + v` with
 :math:`v \sim N(0, \sigma^2)`, :math:`\sigma` from the instrument's relative noise plus a model
 floor. Its Jacobian is :math:`H = \partial h/\partial z\; dz/d\theta + \partial h/\partial \theta`
-with the quasi-steady sensitivity :math:`dz/d\theta = -R_z^{-1} R_\theta` (implicit function
-theorem on the steady residual; CasADi AD for every partial). Updates use the prediction at the
-sample's own time (kept in a history of states), so samples that arrive late or out of order are
-used correctly for time-invariant parameters. After an update the dynamic state is shifted by
-:math:`(dz/d\theta)\,\Delta\theta` (quasi-steady correction).
+with, near a steady state, the quasi-steady sensitivity :math:`dz/d\theta = -R_z^{-1} R_\theta`
+(implicit function theorem on the steady residual; CasADi AD for every partial) and, for
+``settle_h`` after an input moved, the dynamic sensitivity carried along the trajectory (each
+parameter's perturbed state advanced with the model next to the estimate): after a setpoint move
+the steady sensitivities describe the plant hundreds of hours ahead, and a filter that uses them
+runs its parameters away. Updates use the prediction at the sample's own time (kept in a history
+of states), so samples that arrive late or out of order are used correctly for time-invariant
+parameters; an innovation gate inflates the noise of readings far beyond what the filter expects,
+and the parameters stay within ``max_prior_sd`` prior standard deviations. After an update the
+dynamic state is shifted by :math:`(dz/d\theta)\,\Delta\theta`.
 
-Uncertainty of the soft sensor: :math:`\mathrm{Var}(\ln x) = S P S^\top + \sigma_m^2` per stage
-and element (:math:`S = dz/d\theta`, :math:`\sigma_m` a model-error floor), reported as 95 %
-intervals. The cost scales with the number of parameters (tens), not with the thousands of
+Uncertainty of the soft sensor: :math:`\mathrm{Var}(\ln x) = S P S^\top + \sigma_m^2 +
+(\sigma_s\,\partial \ln x/\partial j)^2` per stage :math:`j` and element (:math:`S =
+dz/d\theta`, :math:`\sigma_m` a model-error floor, :math:`\sigma_s` the uncertainty of where a
+profile sits along the stages, which dominates on steep tails), reported as 95 % intervals.
+The cost scales with the number of parameters (tens), not with the thousands of
 stage states: a dense covariance over every stage is never formed.
 """
 
