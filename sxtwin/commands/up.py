@@ -103,7 +103,9 @@ def up(
     mismatch: Annotated[
         str | None,
         typer.Option(
-            "--mismatch", help="The plant's true parameters (TOML), or 'none'; default: <spec>_mismatch.toml."
+            "--mismatch",
+            help="The plant's true parameters: 'shipped' (<spec>_mismatch.toml), a TOML path, or 'none' "
+            "(default: none, the plant is its model).",
         ),
     ] = None,
     in_process: Annotated[
