@@ -63,6 +63,9 @@ __all__ = ["Channel", "EstimateSnapshot", "Estimator", "EstimatorOptions", "Obse
 Array = npt.NDArray[np.float64]
 log = logging.getLogger(__name__)
 
+MAX_LOG_SD = 5.0
+"""Largest log standard deviation of a reported concentration (95 % band: a factor 1.8e4 each way)."""
+
 
 @dataclass(frozen=True)
 class EstimatorOptions:
@@ -660,7 +663,10 @@ class Estimator:
             idx = lay.offset + np.arange(N)[None, :] * nv + np.arange(n)[:, None]
             ln_x = np.log(np.maximum(st.x, 1e-300))
             slope = np.gradient(ln_x, axis=1) if N > 1 else np.zeros_like(ln_x)
+            # capped: next to a species at the numerical floor the slope is hundreds of ln units
+            # per stage, and a band of exp(1.96 x 300) is no information (and not a finite number)
             sd = np.sqrt(var_z[idx] + (self.options.stage_position_sd * slope) ** 2)
+            sd = np.minimum(np.nan_to_num(sd, nan=MAX_LOG_SD, posinf=MAX_LOG_SD), MAX_LOG_SD)
             circuits.append(
                 CircuitEstimate(
                     name=lay.name,
