@@ -30,8 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.flowsheet import Flowsheet
-from models.residual import ACID_SCALE_REF_MOL_PER_L, FLOOR_MOL_PER_H, Residual
-from models.stage import StageModel
+from models.residual import ACID_SCALE_REF_MOL_PER_L, FLOOR_MOL_PER_H, Residual, symbolic_stage_values
 
 __all__ = ["stable_residual"]
 
@@ -48,15 +47,7 @@ def stable_residual(flowsheet: Flowsheet, floor_mol_per_h: float = FLOOR_MOL_PER
     w = flows[0]
     per = [flows[1 + 7 * c : 1 + 7 * (c + 1)] for c in range(len(fs.circuits))]
     xs, ys, acids, exts, ln_xs, ln_ds = [], [], [], [], [], []
-    for lay in fs.circuits:
-        st = StageModel(lay)
-        n, N, nv = lay.n_el, lay.n_stages, lay.nv
-        zc = ca.reshape(z[lay.offset : lay.offset + lay.size], nv, N)
-        c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
-        t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
-        delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
-        ln_d, acid, ext = st.mapped_values(zc, c_ha, t_k, ca.repmat(delta, 1, N))
-        ln_x = zc[:n, :]
+    for ln_x, ln_d, acid, ext in symbolic_stage_values(fs, z, p):
         ln_xs.append(ln_x)
         ln_ds.append(ln_d)
         xs.append(ca.exp(ln_x))

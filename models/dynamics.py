@@ -38,8 +38,7 @@ from models.elements import reo_purity
 from models.errors import ConvergenceError, InputError
 from models.flowsheet import Flowsheet
 from models.labelled import LabelledVector
-from models.residual import ACID_SCALE_REF_MOL_PER_L, FLOOR_MOL_PER_H, Residual
-from models.stage import StageModel
+from models.residual import ACID_SCALE_REF_MOL_PER_L, FLOOR_MOL_PER_H, Residual, symbolic_stage_values
 
 __all__ = ["DynamicModel", "DynamicOptions", "DynamicResult", "Move", "PlantState"]
 
@@ -172,15 +171,7 @@ class DynamicModel:
         w = flows[0]
         per = [flows[1 + 7 * c : 1 + 7 * (c + 1)] for c in range(len(fs.circuits))]
         xs, ys, acids, exts = [], [], [], []
-        for lay in fs.circuits:
-            st = StageModel(lay)
-            n, N, nv = lay.n_el, lay.n_stages, lay.nv
-            zc = ca.reshape(z[lay.offset : lay.offset + lay.size], nv, N)
-            c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
-            t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
-            delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
-            ln_d, acid, ext = st.mapped_values(zc, c_ha, t_k, ca.repmat(delta, 1, N))
-            ln_x = zc[:n, :]
+        for ln_x, ln_d, acid, ext in symbolic_stage_values(fs, z, p):
             xs.append(ca.exp(ln_x))
             ys.append(ca.exp(ln_x + ln_d))
             acids.append(acid)
@@ -248,16 +239,10 @@ class DynamicModel:
         p = ca.MX.sym("p", fs.parameters.values.shape[0])
         flows = fs.flows_function(p)
         out = []
-        for c, lay in enumerate(fs.circuits):
-            st = StageModel(lay)
-            n, N, nv = lay.n_el, lay.n_stages, lay.nv
-            zc = ca.reshape(z[lay.offset : lay.offset + lay.size], nv, N)
-            c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
-            t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
-            delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
-            ln_d, acid, _ = st.mapped_values(zc, c_ha, t_k, ca.repmat(delta, 1, N))
+        stages = symbolic_stage_values(fs, z, p)
+        for c, (lay, (ln_x, ln_d, acid, _)) in enumerate(zip(fs.circuits, stages, strict=True)):
+            n = lay.n_el
             va, vo = flows[1 + 7 * c + 5], flows[1 + 7 * c + 6]
-            ln_x = zc[:n, :]
             ln_m = ca.log(ca.repmat(va, n, 1) * ca.exp(ln_x) + ca.repmat(vo, n, 1) * ca.exp(ln_x + ln_d))
             r = ca.DM(self.residual.release[c]).T
             q = va * acid - vo * ca.mtimes(r, ca.exp(ln_x + ln_d))

@@ -41,7 +41,7 @@ import scipy.sparse as sp
 from models.flowsheet import CircuitLayout, Flowsheet
 from models.stage import StageModel
 
-__all__ = ["CircuitState", "FlowValues", "Residual", "symbolic_residual"]
+__all__ = ["CircuitState", "FlowValues", "Residual", "symbolic_residual", "symbolic_stage_values"]
 
 Array = npt.NDArray[np.float64]
 ACID_SCALE_REF_MOL_PER_L = 0.01
@@ -456,6 +456,22 @@ class _BufferedFunction:
         return outs
 
 
+def symbolic_stage_values(fs: Flowsheet, z: ca.MX, p: ca.MX) -> list[tuple[ca.MX, ca.MX, ca.MX, ca.MX]]:
+    """Per circuit, the stage model on symbolic unknowns ``z`` and parameters ``p``: ``(ln x, ln D,
+    acid, extractant residual)``, each (rows, stages). Shared by the symbolic residual, the
+    dynamic model and the optimiser's NLP so that the three use one set of equations."""
+    out = []
+    for lay in fs.circuits:
+        N = lay.n_stages
+        zc = ca.reshape(z[lay.offset : lay.offset + lay.size], lay.nv, N)
+        c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
+        t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
+        delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
+        ln_d, acid, ext = StageModel(lay).mapped_values(zc, c_ha, t_k, ca.repmat(delta, 1, N))
+        out.append((zc[: lay.n_el, :], ln_d, acid, ext))
+    return out
+
+
 def symbolic_residual(flowsheet: Flowsheet) -> ca.Function:
     """The steady residual ``R(z, p)`` as a CasADi MX function (same equations as :class:`Residual`).
 
@@ -469,15 +485,7 @@ def symbolic_residual(flowsheet: Flowsheet) -> ca.Function:
     w = flows[0]
     per = [flows[1 + 7 * c : 1 + 7 * (c + 1)] for c in range(len(fs.circuits))]
     xs, ys, acids, exts, lnys = [], [], [], [], []
-    for lay in fs.circuits:
-        st = StageModel(lay)
-        n, N, nv = lay.n_el, lay.n_stages, lay.nv
-        zc = ca.reshape(z[lay.offset : lay.offset + lay.size], nv, N)
-        c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
-        t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
-        delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
-        ln_d, acid, ext = st.mapped_values(zc, c_ha, t_k, ca.repmat(delta, 1, N))
-        ln_x = zc[:n, :]
+    for ln_x, ln_d, acid, ext in symbolic_stage_values(fs, z, p):
         xs.append(ca.exp(ln_x))
         lnys.append(ln_x + ln_d)
         ys.append(ca.exp(ln_x + ln_d))
@@ -505,7 +513,7 @@ def symbolic_residual(flowsheet: Flowsheet) -> ca.Function:
             acid_in[g.target] = acid_in[g.target] + ca.mtimes(acids[g.source], wm)
     out = []
     for c, lay in enumerate(fs.circuits):
-        n, N = lay.n_el, lay.n_stages
+        n = lay.n_el
         lo, go = per[c][0], per[c][1]
         fresh_acid = per[c][3]
         r = ca.DM(res.release[c]).T
