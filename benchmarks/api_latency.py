@@ -128,7 +128,7 @@ def main(argv: list[str]) -> int:
         help="each client polls every this many seconds (dashboards poll about 1/s); 0: back to back",
     )
     ap.add_argument(
-        "--advisor", choices=["optimiser", "none"], default="optimiser", help="the twin's advisor (sxtwin api --advisor)"
+        "--advisor", choices=["optimiser", "none"], default="optimiser", help="the twin's advisor (sxtwin api)"
     )
     ap.add_argument("--quick", action="store_true", help="5 s of load")
     args = ap.parse_args(argv)
@@ -183,7 +183,8 @@ def main(argv: list[str]) -> int:
         f"API latency: {args.clients} concurrent clients ({pace}) for {seconds:g} s while the twin runs "
         f"(tb_dy, in-process plant at {args.speed:g}x, advisor {args.advisor}, ready after {ready_s:.1f} s; "
         f"/api/state body {state_kb:.0f} kB; last estimator step "
-        f"{float(wall) * 1000 if wall != '?' else float('nan'):.0f} ms; plant time {float(plant_h) if plant_h != '?' else float('nan'):.2f} h)"
+        f"{float(wall) * 1000 if wall != '?' else float('nan'):.0f} ms; "
+        f"plant time {float(plant_h) if plant_h != '?' else float('nan'):.2f} h)"
     )
     if warmed:
         ms = [v * 1000 for v in warmed]
