@@ -226,5 +226,5 @@ def test_warm_start_is_faster_than_cold(tb_dy) -> None:
     farther = solver.solve(fs.parameter_vector({"TbDy.organic_flow_l_per_h": 985.0}), z0=res.z, p0=p0)
     assert farther.success
     assert farther.method != "pseudo-transient continuation + newton"
-    assert farther.wall_time_s < res.wall_time_s
+    assert farther.iterations < res.iterations  # less work than the cold solve (times: benchmarks/)
     assert math.isfinite(farther.max_mass_balance_rel_error)

@@ -82,8 +82,7 @@ def test_estimate_tracks_mismatched_plant_with_late_samples(tb_dy) -> None:
         est.predict(t)
         due = [ob for arrival, ob in pending if arrival <= t + 1e-9]
         pending = [(a, ob) for a, ob in pending if a > t + 1e-9]
-        report = est.update(due)
-        assert report.wall_time_s < 0.5
+        est.update(due)  # its wall time is measured by benchmarks/estimator.py
     err, cover = soft_sensor_error(est.snapshot(), res, state.z, truth)
     assert err < 0.5 * err0
     assert err <= 0.1
