@@ -28,8 +28,10 @@ dynamic state is shifted by :math:`(dz/d\theta)\,\Delta\theta`.
 Uncertainty of the soft sensor: :math:`\mathrm{Var}(\ln x) = S P S^\top + \sigma_m^2 +
 (\sigma_s\,\partial \ln x/\partial j)^2` per stage :math:`j` and element (:math:`S =
 dz/d\theta`, :math:`\sigma_m` a model-error floor, :math:`\sigma_s` the uncertainty of where a
-profile sits along the stages, which dominates on steep tails), reported as 95 % intervals.
-The cost scales with the number of parameters (tens), not with the thousands of
+profile sits along the stages, which dominates on steep tails), multiplied by the filter's
+recent normalised innovation squared per reading when that exceeds 1 (covariance matching: a
+filter surprised by more than it expects, as in a transient the model lags, is too confident),
+reported as 95 % intervals. The cost scales with the number of parameters (tens), not with the thousands of
 stage states: a dense covariance over every stage is never formed.
 """
 
@@ -127,6 +129,14 @@ class EstimatorOptions:
     gate
         Innovation gate: when the normalised innovation squared per reading exceeds it, the
         readings' noise is inflated by the excess (robust to transients and biased readings).
+    consistency_memory
+        Updates over which the normalised innovation squared per reading (NIS, 1 for a filter
+        whose spread matches its errors) is averaged (exponential weight ``1/consistency_memory``).
+    band_inflation_max
+        The soft sensor's log variances are multiplied by the averaged NIS when it exceeds 1 (the
+        filter is surprised by more than it expects: in a transient the model lags the plant),
+        by at most this factor; in steady operation the NIS stays near or below 1 and the bands are
+        as computed. Widens the bands only, not the estimate.
     """
 
     prior_feed_rel: float = 0.15
@@ -146,6 +156,8 @@ class EstimatorOptions:
     max_step: float = 2.0
     max_prior_sd: float = 3.0
     gate: float = 9.0
+    consistency_memory: float = 8.0
+    band_inflation_max: float = 25.0
 
 
 @dataclass(frozen=True)
@@ -236,6 +248,8 @@ class EstimateSnapshot:
     last_update_plant_h: float | None
     z: Array = field(repr=False)
     p: Array = field(repr=False)
+    band_inflation: float = 1.0
+    """Factor on the bands' log variances from the filter's recent surprise (averaged NIS)."""
 
     def circuit(self, name: str) -> CircuitEstimate:
         """One circuit's profiles."""
@@ -308,6 +322,7 @@ class Estimator:
         self.last_update_plant_h: float | None = None
         self.healthy = True
         self._undo: tuple[Array, Array, PlantState] | None = None
+        self.nis_average = 1.0
 
     # ----------------------------------------------------------- parameters
     def _choose_parameters(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], Array]:
@@ -598,6 +613,8 @@ class Estimator:
         # biased instrument) are not believed at face value; their noise is inflated by the excess
         w = h_r @ nu
         nis = float(nu @ (nu / r_var) - w @ np.linalg.solve(a_mat, w)) / len(nu)
+        if math.isfinite(nis):
+            self.nis_average += (nis - self.nis_average) / max(self.options.consistency_memory, 1.0)
         if nis > self.options.gate:
             r_var = r_var * (nis / self.options.gate)
             a_mat, h_r = information(r_var)
@@ -673,6 +690,9 @@ class Estimator:
             var_z = np.full(z.size, float(np.trace(self.P)) + self.options.model_floor**2)
         else:
             var_z = np.einsum("ij,jk,ik->i", sens, self.P, sens) + self.options.model_floor**2
+        # a filter surprised by more than it expects (averaged NIS above 1) is too confident:
+        # its bands are widened by that factor (covariance matching)
+        inflation = float(np.clip(self.nis_average, 1.0, self.options.band_inflation_max))
         states = self.residual.local(z, p, jacobian=False)
         circuits = []
         for st in states:
@@ -683,7 +703,7 @@ class Estimator:
             slope = np.gradient(ln_x, axis=1) if N > 1 else np.zeros_like(ln_x)
             # capped: next to a species at the numerical floor the slope is hundreds of ln units
             # per stage, and a band of exp(1.96 x 300) is no information (and not a finite number)
-            sd = np.sqrt(var_z[idx] + (self.options.stage_position_sd * slope) ** 2)
+            sd = np.sqrt(inflation * (var_z[idx] + (self.options.stage_position_sd * slope) ** 2))
             sd = np.minimum(np.nan_to_num(sd, nan=MAX_LOG_SD, posinf=MAX_LOG_SD), MAX_LOG_SD)
             circuits.append(
                 CircuitEstimate(
@@ -708,4 +728,5 @@ class Estimator:
             last_update_plant_h=self.last_update_plant_h,
             z=z.copy(),
             p=p,
+            band_inflation=inflation,
         )

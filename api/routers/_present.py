@@ -81,6 +81,7 @@ def state_payload(runtime: TwinRuntime, snap: EstimateSnapshot) -> dict[str, Any
         "healthy": snap.healthy,
         "last_update_plant_h": clean(snap.last_update_plant_h),
         "estimator_wall_s": clean(twin.last_estimator_wall_s),
+        "band_inflation": clean(snap.band_inflation),
         "mode": twin.mode.value,
         "circuits": circuits,
         "parameters": {

@@ -53,6 +53,11 @@ class StateOut(BaseModel):
     healthy: bool
     last_update_plant_h: float | None
     estimator_wall_s: float | None
+    band_inflation: float = Field(
+        1.0,
+        description="Factor (>= 1) on the bands' log variances: the filter's recent normalised innovation squared "
+        "per reading when above 1 (it is surprised by more than it expects, as in a transient)",
+    )
     mode: str
     circuits: list[CircuitProfile]
     parameters: dict[str, ParameterOut]

@@ -161,3 +161,27 @@ def test_dynamic_sensitivities_follow_a_transient(tb_dy) -> None:
         # the loaded organic is the most nonlinear); the steady sensitivities are off by 170-190 %
         assert err_dynamic < 0.4, (name, err_dynamic)
         assert err_quasi > 4 * err_dynamic, (name, err_quasi, err_dynamic)
+
+
+def test_bands_widen_when_the_filter_is_surprised(tb_dy) -> None:
+    """Readings at the model's prediction leave the bands as computed; readings far from it
+    (a transient the model lags) raise the averaged NIS and widen the bands by that factor."""
+    fs, _, p0, s0 = tb_dy
+    res = Residual(fs)
+    calm = Estimator(fs, s0.z, p0)
+    surprised = Estimator(fs, s0.z, p0)
+    analysers = [c for c in calm.channels if c.kind == "analyser"]
+    for k in range(1, 5):
+        t = 0.5 * k
+        for est, factor in ((calm, 1.0), (surprised, 2.5)):
+            est.predict(t)
+            est.update([Observation(ch.tag, reading(res, fs, s0.z, p0, ch) * factor, t) for ch in analysers])
+    a, b = calm.snapshot(), surprised.snapshot()
+    assert a.band_inflation == pytest.approx(1.0)
+    assert surprised.nis_average > 1.0
+    assert b.band_inflation == pytest.approx(min(surprised.nis_average, calm.options.band_inflation_max))
+    width = lambda snap: np.log(snap.circuits[0].aqueous_high / snap.circuits[0].aqueous_low)  # noqa: E731
+    # the log band width scales with the square root of the variance factor wherever it is not capped
+    ratio = width(b) / width(a)
+    uncapped = width(b) < 2 * 1.96 * 4.9
+    assert np.median(ratio[uncapped]) > 0.8 * math.sqrt(b.band_inflation)
