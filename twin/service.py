@@ -67,6 +67,8 @@ from twin.security import Permission, Role, check
 __all__ = ["Advice", "SetpointAdvisor", "TwinOptions", "TwinService"]
 
 log = logging.getLogger(__name__)
+SLOW_ESTIMATE_S = 30.0
+"""An estimator step longer than this (wall seconds) is logged as a warning."""
 
 
 @dataclass(frozen=True)
@@ -241,8 +243,16 @@ class TwinService:
             self._plant_now_h = plant_now
             gone_stale = self.ingestor.recheck(plant_now)
             t0 = time.perf_counter()
+            t_before = self.estimator.state.t_h
             snap = await run_model(self._estimate, plant_now, pending)
             self.last_estimator_wall_s = time.perf_counter() - t0
+            if self.last_estimator_wall_s > SLOW_ESTIMATE_S:
+                # for diagnosis: a long step (IDAS retries, a recovery, or the optimiser holding the
+                # model lock) leaves the estimate behind a plant that runs faster than real time
+                log.warning(
+                    "estimator step took %.0f s of wall time (model lock wait included) for %.2f plant h",
+                    self.last_estimator_wall_s, plant_now - t_before,
+                )
             self._snapshot = snap
             self._theta_history.append((snap.plant_time_h, np.array(list(snap.parameters.values()))))
             self._theta_history = [(t, v) for t, v in self._theta_history if t >= snap.plant_time_h - 48.0]
