@@ -1,4 +1,4 @@
-"""Smoke test of the cascade benchmark: ``--quick`` on tb_dy prints the expected table."""
+"""Smoke tests of the benchmarks: ``--quick`` on tb_dy prints the expected tables."""
 
 from __future__ import annotations
 
@@ -52,3 +52,30 @@ def test_cascade_benchmark_quick_prints_the_table() -> None:
     assert "targets (defined on hree_refinery" in out
     assert "hree_refinery: NOT MEASURED" in out
     assert "skipped no_such_plant" in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_estimator_benchmark_quick_times_updates_and_agrees_with_its_baseline() -> None:
+    """``benchmarks/estimator.py --quick`` (tb_dy) prints every phase with a verdict, and its two
+    ways to the quasi-steady sensitivities (AD + sparse LU, finite differences of steady solves)
+    agree."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "estimator.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    rows = [line for line in out.splitlines() if line.startswith(("steady ", "after "))]
+    assert len(rows) == 2, out
+    assert "(quasi-steady)" in rows[0], out
+    assert "(dynamic sens.)" in rows[1], out
+    for row in rows:
+        assert re.search(r"< 0\.5 s (met|MISSED)", row), row
+    agree = re.search(r"largest difference ([0-9.e+-]+) of each column", out)
+    assert agree is not None, out
+    assert float(agree.group(1)) < 1e-3

@@ -302,6 +302,7 @@ class Estimator:
         self._channel_index = {c.tag: i for i, c in enumerate(self.channels)}
         self.p_base = np.array(p0, dtype=float)
         self._z0 = np.array(z0, dtype=float)
+        self._p0 = np.array(p0, dtype=float)
         self.theta_names, self._theta_kind, self._theta_param, prior = self._choose_parameters()
         self.theta = np.zeros(len(self.theta_names))
         self.P = np.diag(prior**2)
@@ -504,9 +505,12 @@ class Estimator:
     def _recover(self, dt: float) -> PlantState:
         """The model cannot integrate from the current state: undo the last update (its corrected
         state can be consistent yet beyond what the integrator handles) and integrate again; failing
-        that, restart from the steady state at the current parameters (a quasi-steady estimate).
+        that, restart from the steady state at the current parameters (a quasi-steady estimate),
+        found from the current state, else by continuation from the steady state the estimator
+        started at, else from a cold start (a state too far gone to start from must not leave the
+        estimator dead: a closed-loop run lost its estimator for the last 130 plant hours that way).
 
-        Raises :class:`~models.errors.ConvergenceError` when neither works."""
+        Raises :class:`~models.errors.ConvergenceError` when none works."""
         if self._undo is not None:
             self.theta, self.P, self.state = self._undo
             self._history[-1] = (self.state.t_h, self.state.z.copy(), self.p())
@@ -519,7 +523,14 @@ class Estimator:
             except ConvergenceError:
                 pass
         p = self.p()
-        res = SteadySolver(self.fs).solve(p, z0=self.state.z, p0=p)
+        solver = self._steady_solver
+        res = solver.solve(p, z0=self.state.z, p0=p)
+        if not res.success:
+            # the state is too far gone to start from: walk from the steady state the estimator
+            # started at (its own parameters) to the current ones, or solve from a cold start
+            res = solver.solve(p, z0=self._z0, p0=self._p0)
+        if not res.success:
+            res = solver.solve(p)
         if not res.success:
             raise ConvergenceError(
                 f"estimator: the model can neither integrate from its state nor find a steady state ({res.message})",
@@ -528,6 +539,11 @@ class Estimator:
         log.warning("estimator: restarted from the steady state at the current parameters (integration failed)")
         self._sens = None
         return self.model.initial_state(res.z, p, self.state.t_h + dt)
+
+    @cached_property
+    def _steady_solver(self) -> SteadySolver:
+        """The steady solver of the recovery (built once)."""
+        return SteadySolver(self.fs)
 
     def _state_at(self, t_h: float) -> tuple[Array, Array] | None:
         """The stored state nearest (not after) plant time ``t_h``."""

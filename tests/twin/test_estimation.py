@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.dynamics import DynamicModel
+from models.dynamics import DynamicModel, PlantState
 from models.elements import element
 from models.flowsheet import build_flowsheet
 from models.residual import Residual
@@ -185,3 +185,19 @@ def test_bands_widen_when_the_filter_is_surprised(tb_dy) -> None:
     ratio = width(b) / width(a)
     uncapped = width(b) < 2 * 1.96 * 4.9
     assert np.median(ratio[uncapped]) > 0.8 * math.sqrt(b.band_inflation)
+
+
+def test_an_estimator_whose_state_is_gone_restarts_from_a_steady_state(tb_dy) -> None:
+    """A state the model can neither integrate from nor solve a steady state from (here: not a
+    number) does not leave the estimator dead: it restarts from the steady state at its current
+    parameters, found by continuation from where it started."""
+    fs, _, p0, s0 = tb_dy
+    est = Estimator(fs, s0.z, p0)
+    est.predict(0.5)
+    est.state = PlantState(est.state.t_h, np.full_like(est.state.xd, np.nan), np.full_like(est.state.z, np.nan))
+    with np.errstate(invalid="ignore"):
+        est.predict(1.0)
+    snap = est.snapshot()
+    assert snap.healthy
+    assert snap.plant_time_h == pytest.approx(1.0)
+    np.testing.assert_allclose(snap.z, s0.z, atol=1e-6)  # nothing was learnt: the design steady state
