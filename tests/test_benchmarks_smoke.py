@@ -12,6 +12,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_quick(script: str, *args: str, timeout: float) -> str:
+    """Run ``benchmarks/<script> --quick [args]``; its standard output (it must exit 0)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
 def _cell(header: str, row: str, column: str, width: int) -> str:
     """A right-aligned cell of the fixed-width table."""
     end = header.index(column) + len(column)
@@ -21,16 +35,7 @@ def _cell(header: str, row: str, column: str, width: int) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_cascade_benchmark_quick_prints_the_table() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "cascade.py"), "--quick", "--plants", "tb_dy,no_such_plant"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        check=False,
-    )
-    out = proc.stdout
-    assert proc.returncode == 0, out + proc.stderr
+    out = _run_quick("cascade.py", "--plants", "tb_dy,no_such_plant", timeout=600)
     header = next(line for line in out.splitlines() if line.startswith("plant"))
     for column in ("ours s", "naive s", "strong s", "naive/ours", "strong/ours", "max|R|", "mass bal.", "target"):
         assert column in header
@@ -60,16 +65,7 @@ def test_estimator_benchmark_quick_times_updates_and_agrees_with_its_baseline() 
     """``benchmarks/estimator.py --quick`` (tb_dy) prints every phase with a verdict, and its two
     ways to the quasi-steady sensitivities (AD + sparse LU, finite differences of steady solves)
     agree."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "estimator.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
-    out = proc.stdout
-    assert proc.returncode == 0, out + proc.stderr
+    out = _run_quick("estimator.py", timeout=300)
     rows = [line for line in out.splitlines() if line.startswith(("steady ", "after "))]
     assert len(rows) == 2, out
     assert "(quasi-steady)" in rows[0], out

@@ -60,7 +60,7 @@ from models.spec import InstrumentSpec
 from models.stage import StageModel
 from models.steady import SteadySolver
 
-__all__ = ["Channel", "EstimateSnapshot", "Estimator", "EstimatorOptions", "Observation", "UpdateReport"]
+__all__ = ["MAX_LOG_SD", "Channel", "EstimateSnapshot", "Estimator", "EstimatorOptions", "Observation", "UpdateReport"]
 
 Array = npt.NDArray[np.float64]
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from models.flowsheet import build_flowsheet
 from models.residual import Residual
 from models.spec import load_spec
 from models.steady import SteadySolver
-from twin.estimation import Estimator, EstimatorOptions, Observation
+from twin.estimation import MAX_LOG_SD, Estimator, EstimatorOptions, Observation
 
 PLANTS = Path(__file__).resolve().parents[2] / "models" / "plants"
 
@@ -183,7 +183,7 @@ def test_bands_widen_when_the_filter_is_surprised(tb_dy) -> None:
     width = lambda snap: np.log(snap.circuits[0].aqueous_high / snap.circuits[0].aqueous_low)  # noqa: E731
     # the log band width scales with the square root of the variance factor wherever it is not capped
     ratio = width(b) / width(a)
-    uncapped = width(b) < 2 * 1.96 * 4.9
+    uncapped = width(b) < 0.98 * 2 * 1.96 * MAX_LOG_SD
     assert np.median(ratio[uncapped]) > 0.8 * math.sqrt(b.band_inflation)
 
 
