@@ -21,7 +21,7 @@ import numpy.typing as npt
 import scipy.sparse.linalg as spla
 
 from models.elements import reo_purity
-from models.errors import ConvergenceError
+from models.errors import ConvergenceError, InputError
 from models.flowsheet import Flowsheet
 from models.labelled import LabelledVector
 from models.provenance import RestsOn
@@ -372,6 +372,7 @@ class SteadySolver:
         *,
         p0: Array | None = None,
         raise_on_failure: bool = False,
+        continuation: bool = True,
     ) -> SteadyResult:
         """Steady state for parameters ``p`` (default: the spec's design point).
 
@@ -379,9 +380,13 @@ class SteadySolver:
         ``p0`` it was solved for: when a direct Newton solve from ``z0`` fails, the solver
         walks from ``p0`` to ``p`` in adaptive steps (natural-parameter continuation) before
         falling back to pseudo-transient continuation. Without ``z0`` the solve starts from
-        :func:`startup_state` (circuit by circuit for several circuits).
+        :func:`startup_state` (circuit by circuit for several circuits). ``continuation=False``
+        tries Newton from ``z0`` only (a polish of a point known to be close, which must fail fast
+        rather than fall back to a long continuation).
         """
         opts = self.options
+        if z0 is None and not continuation:
+            raise InputError("z0: a steady solve without continuation needs a starting point", field="z0")
         t0 = time.perf_counter()
         pv = self.fs.parameter_vector() if p is None else np.asarray(p, dtype=float)
         fv = self.residual.flows(pv)
@@ -395,14 +400,16 @@ class SteadySolver:
             z_start = self.prefill(np.array(z0, dtype=float), pv, fv)
             z, success, it, norm = self._newton(z_start, pv, fv, math.inf, None, opts.tol)
             iterations += it
-            if not success and p0 is not None:
+            if not success and p0 is not None and continuation:
                 method = "parameter continuation + newton"
                 z_c, success, it, st = self._parameter_continuation(np.array(z0, dtype=float), np.asarray(p0), pv)
                 iterations += it
                 steps += st
                 if success:
                     z = z_c
-        if not success and z0 is None and len(self.fs.circuits) > 1:
+        if not continuation:
+            pass  # Newton from z0 only
+        elif not success and z0 is None and len(self.fs.circuits) > 1:
             # cold start of a multi-circuit plant: solve the circuits one by one in feed order
             # (each from its upstream outlet), then close the whole flowsheet with Newton
             method = "sequential circuits (continuation) + newton"
@@ -414,7 +421,7 @@ class SteadySolver:
                 iterations += it
             if not success:
                 z0 = z_seq
-        if not success:
+        if not success and continuation:
             method = "pseudo-transient continuation + newton"
             start = np.array(z0, dtype=float) if z0 is not None else startup_state(self.fs, pv)
             z, success, it, st, norm = self._continuation(start, pv, fv)

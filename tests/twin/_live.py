@@ -6,6 +6,7 @@ the twin wired to a plant over OPC UA as ``sxtwin twin`` wires it, and polling w
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -173,6 +174,27 @@ async def live_twin(
                 yield twin, plant
     finally:
         hist.close()
+
+
+def run_bounded(coro: Coroutine[Any, Any, T], limit_s: float = 240.0) -> T:
+    """Run a test scenario on a new event loop, failing (with every task's stack, to say where it
+    waits) if it has not finished within ``limit_s`` seconds, before pytest's own timeout, whose
+    dump shows only the idle event loop."""
+
+    async def bounded() -> T:
+        task = asyncio.ensure_future(coro)
+        done, _ = await asyncio.wait({task}, timeout=limit_s)
+        if done:
+            return task.result()
+        stacks = io.StringIO()
+        for t in asyncio.all_tasks():
+            if t is not asyncio.current_task():
+                t.print_stack(limit=12, file=stacks)
+        task.cancel()
+        await asyncio.wait({task}, timeout=10.0)
+        raise AssertionError(f"the scenario hung for {limit_s:.0f} s; its tasks:\n{stacks.getvalue()}")
+
+    return asyncio.run(bounded())
 
 
 async def until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:

@@ -50,6 +50,7 @@ from tests.twin._live import (
     live_twin,
     load_scenario,
     record_observations,
+    run_bounded,
     trainer,
     until,
     wait_for_line,
@@ -112,7 +113,7 @@ def plant(
 
 
 def run(coro: Any) -> Any:
-    return asyncio.run(coro)
+    return run_bounded(coro)
 
 
 def sp_tag(fs: Flowsheet, parameter: str) -> str:
