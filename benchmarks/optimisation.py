@@ -7,7 +7,8 @@ Measured in one run, on this machine:
    separately); per objective. Targets: under 2 s cold, under 0.5 s warm.
 2. tb_dy re-optimisation, warm: after a small disturbance (feed Tb +0.5 %) from the previous
    optimum: the steady state at the disturbed point (warm) and the optimisation started from the
-   previous NLP point and multipliers.
+   previous NLP point and multipliers. The first warm call builds the warm-start IPOPT (once per
+   optimiser); the next one (another +0.5 %) is what a twin re-optimising every cycle pays.
 3. hree_refinery optimisation (cold), if the plant spec is present.
 4. A study of 200 steady cases (tb_dy near its design point) on 1 and on 2 local Dask workers.
 
@@ -76,11 +77,24 @@ def bench_tb_dy(objectives: list[Objective]) -> None:
                 f"{res2.solve_time_s:.2f} s",
                 "ok" if res2.success else res2.status,
             )
-            row(f"tb_dy {obj.value}: warm re-opt. total (opt.+verify)", f"{t_opt:.2f} s", "target < 0.5 s")
             row(
-                f"tb_dy {obj.value}: warm/cold ratio (optimise calls)",
-                f"{t_opt / max(total, 1e-9):.2f}",
+                f"tb_dy {obj.value}: first warm re-opt. total (opt.+verify)", f"{t_opt:.2f} s",
+                f"incl. {res2.build_time_s:.2f} s building the warm-start IPOPT (once per optimiser)",
             )
+            # the twin's case: the optimiser re-used (warm IPOPT built), another small disturbance
+            p3 = res2.parameters.copy()
+            p3[i] *= 1.005
+            cur3 = solver.solve(p3, z0=res2.z, p0=res2.parameters)
+            t = time.perf_counter()
+            res3 = opt.optimise(p3, current=cur3, warm=res2)
+            t_opt3 = time.perf_counter() - t
+            row(
+                f"tb_dy {obj.value}: next warm re-opt., IPOPT ({res3.iterations} it.)",
+                f"{res3.solve_time_s:.2f} s",
+                "ok" if res3.success else res3.status,
+            )
+            row(f"tb_dy {obj.value}: next warm re-opt. total (opt.+verify)", f"{t_opt3:.2f} s", "target < 0.5 s")
+            row(f"tb_dy {obj.value}: warm/cold ratio (optimise calls)", f"{t_opt3 / max(total, 1e-9):.2f}")
         except TwinError as exc:
             row(f"tb_dy {obj.value}: warm re-opt.", "failed", exc.message[:60])
 

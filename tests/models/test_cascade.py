@@ -228,3 +228,23 @@ def test_warm_start_is_faster_than_cold(tb_dy) -> None:
     assert farther.method != "pseudo-transient continuation + newton"
     assert farther.iterations < res.iterations  # less work than the cold solve (times: benchmarks/)
     assert math.isfinite(farther.max_mass_balance_rel_error)
+
+
+def test_a_newton_only_solve_fails_fast_where_the_full_solve_continues(tb_dy) -> None:
+    """``continuation=False`` (the optimiser's verification) is Newton from the given point only:
+    from a start too far for Newton it reports failure without continuation steps, where the
+    default solve walks on to the steady state; without a start it is refused, naming z0."""
+    fs, solver, res = tb_dy
+    p = fs.parameter_vector()
+    far = res.z.copy()
+    far[: fs.n_unknowns // 2] += 3.0  # half the stage logs e^3 off
+    quick = solver.solve(p, z0=far, continuation=False)
+    full = solver.solve(p, z0=far, p0=p)
+    assert full.success
+    assert not quick.success
+    assert quick.continuation_steps == 0
+    assert quick.iterations <= solver.options.max_newton
+    assert full.continuation_steps > 0 or full.iterations > quick.iterations
+    with pytest.raises(InputError) as err:
+        solver.solve(p, continuation=False)
+    assert err.value.field == "z0"

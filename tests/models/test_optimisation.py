@@ -219,3 +219,26 @@ def test_options_are_validated() -> None:
     with pytest.raises(InputError, match="spec_backoff"):
         OptimisationOptions(spec_backoff=1.5)
     assert math.isfinite(OptimisationOptions().tol)
+
+
+def test_a_warm_start_from_the_previous_optimum_lands_on_it_in_a_few_iterations(tb_dy, reagent_optimiser) -> None:
+    """Re-optimising at the same point from the previous optimum and multipliers (the warm-start
+    IPOPT) returns the same optimum in a few iterations; after a small feed change it moves the
+    setpoints and stays on spec, again in a few iterations (the cold solve took 27)."""
+    fs, solver, design = tb_dy
+    opt, cold = reagent_optimiser
+    again = opt.optimise(design.parameters.values, current=design, warm=cold)
+    assert again.success
+    assert again.iterations <= 10
+    assert again.optimum.objective_value == pytest.approx(cold.optimum.objective_value, rel=1e-6)
+    for name, value in cold.setpoints.items():
+        assert again.setpoints[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+    p = cold.parameters.copy()
+    p[fs.parameters.index("feed.conc_mol_per_l.Tb")] *= 1.005
+    moved = opt.optimise(p, current=solver.solve(p, z0=cold.z, p0=cold.parameters), warm=cold)
+    assert moved.success
+    assert moved.iterations < cold.iterations
+    for k in moved.optimum.kpis:  # at the bound, to IPOPT's tolerance
+        assert k.purity_min is None or k.purity >= k.purity_min - 1e-7, k
+        assert k.recovery_min is None or k.recovery >= k.recovery_min - 1e-7, k
+    assert moved.setpoints != cold.setpoints
