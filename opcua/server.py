@@ -70,6 +70,7 @@ from opcua.tags import TagRole, plant_tags
 from twin.historian import Historian
 from twin.historian_records import EventKind, NewEvent, Sample, Severity
 from twin.security import Permission, check, has_permission
+from twin.tasks import stop_tasks
 from twin.users import UserStore
 
 __all__ = ["PlantServer", "PlantServerOptions"]
@@ -410,11 +411,7 @@ class PlantServer:
 
     async def stop(self) -> None:
         """Stop the clock, the server and (if owned) the historian."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks.clear()
         await self._flush_samples()
         if self.server is not None:
@@ -426,7 +423,8 @@ class PlantServer:
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until the plant runs (its steady state is solved); re-raise a start-up failure."""
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
         if self._failed is not None:
             raise self._failed
 

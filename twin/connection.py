@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from models.errors import IngestionError
 from twin.plant_io import OnChange, PlantConnection, TagValue, WriteResult
+from twin.tasks import stop_tasks
 
 __all__ = ["Connectable", "Gap", "ReconnectingPlant"]
 
@@ -75,7 +76,8 @@ class ReconnectingPlant:
 
     async def _connect(self) -> None:
         inner = self.factory()
-        await asyncio.wait_for(inner.connect(), self.timeout_s)
+        async with asyncio.timeout(self.timeout_s):
+            await inner.connect()
         for tags, cb, sampling, publishing in self._subs:
             await inner.subscribe(tags, cb, sampling_ms=sampling, publishing_ms=publishing)
         self._inner = inner
@@ -86,7 +88,8 @@ class ReconnectingPlant:
         self.connected = False
         if inner is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(inner.close(), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    await inner.close()
 
     async def _watchdog(self) -> None:
         while True:
@@ -94,7 +97,8 @@ class ReconnectingPlant:
             if self._inner is None:
                 continue
             try:
-                await asyncio.wait_for(self._inner.plant_time_h(), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    await self._inner.plant_time_h()
                 continue
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -147,9 +151,7 @@ class ReconnectingPlant:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await stop_tasks([self._task])
             self._task = None
         await self._drop()
 

@@ -49,7 +49,6 @@ its own bump tests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -65,6 +64,7 @@ from models.residual import Residual
 from models.spec import InstrumentSpec, ManipulatedSpec
 from twin.ingestion import Ingestor, is_controller
 from twin.plant_io import PlantConnection, TagValue
+from twin.tasks import stop_tasks
 
 __all__ = [
     "TB_DY_TUNING",
@@ -473,9 +473,7 @@ class ConventionalControl:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await stop_tasks([self._task])
             self._task = None
 
     async def _run(self) -> None:

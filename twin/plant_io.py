@@ -10,7 +10,6 @@ never acts on stale or Bad data (:mod:`twin.ingestion`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from models.errors import TwinError
 from twin.compute import run_model
+from twin.tasks import stop_tasks
 
 if TYPE_CHECKING:
     from opcua.plant_runtime import PlantRuntime, Reading
@@ -200,7 +200,5 @@ class InProcessPlant:
     async def close(self) -> None:
         self._stopped.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await stop_tasks([self._task])
             self._task = None

@@ -63,6 +63,7 @@ from twin.ingestion import Flag, Ingestor
 from twin.plant_io import PlantConnection, TagValue
 from twin.safety import SafetyGate
 from twin.security import Permission, Role, check
+from twin.tasks import stop_tasks
 
 __all__ = ["Advice", "SetpointAdvisor", "TwinOptions", "TwinService"]
 
@@ -187,11 +188,7 @@ class TwinService:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await stop_tasks(self._tasks)
         self._tasks = []
 
     # -------------------------------------------------------------- ingestion

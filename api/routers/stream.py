@@ -58,7 +58,8 @@ async def stream(
             yield sse(hello)
             while True:
                 try:
-                    message = await asyncio.wait_for(queue.get(), timeout=keepalive_s)
+                    async with asyncio.timeout(keepalive_s):
+                        message = await queue.get()
                 except TimeoutError:
                     yield ": keepalive\n\n"
                     continue
