@@ -82,19 +82,7 @@ class EstimatorOptions:
     prior_ln_d
         Prior standard deviation of ln D offsets (0.15 is about 15 % on a separation factor).
     walk_per_h
-        Random-walk standard deviation per square-root hour, as a fraction of the prior, of the
-        ln D offsets (chemistry constants: the walk only lets them absorb slow model error).
-    walk_feed_per_h
-        The same for the feed multipliers: a feed basket changes with the upstream cut (the
-        standard mismatch drifts Tb by 1 %/day); 0.03 of a 0.15 prior is 0.0045 per square-root
-        hour, a standard deviation of about 6 % over a week.
-    walk_extractant_per_h
-        The same for the extractant multipliers: losses by entrainment and degradation are
-        0.2 %/day in normal operation and about 1 %/day after a settler upset (the
-        extractant-drift scenario, CONSTRUCTED); 0.06 of a 0.08 prior is 0.0048 per square-root
-        hour, about 6 % over a week. With the walk of the ln D offsets (0.0008 per square-root
-        hour, 1 % over a week) a 7 % loss in a week was not followed at all (closed-loop run of
-        27 November: the estimate stayed at -0.066 while the plant went from -0.05 to -0.13).
+        Random-walk standard deviation per square-root hour, as a fraction of the prior.
     model_floor
         Model-error floor added to every reading's log standard deviation.
     stage_position_sd
@@ -155,8 +143,6 @@ class EstimatorOptions:
     prior_extractant_rel: float = 0.08
     prior_ln_d: float = 0.15
     walk_per_h: float = 0.01
-    walk_feed_per_h: float = 0.03
-    walk_extractant_per_h: float = 0.06
     model_floor: float = 0.08
     stage_position_sd: float = 0.5
     main_fraction: float = 0.03
@@ -342,7 +328,7 @@ class Estimator:
     # ----------------------------------------------------------- parameters
     def _choose_parameters(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], Array]:
         fs, o = self.fs, self.options
-        names, kinds, params, prior, walk = [], [], [], [], []
+        names, kinds, params, prior = [], [], [], []
         p = self.p_base
         # a trace element an analyser measures gets its own feed multiplier too: its profile is
         # otherwise fixed at the design basket, however far the plant's basket is from it
@@ -356,21 +342,17 @@ class Estimator:
                     kinds.append("ln_scale")
                     params.append(fs.parameters.index(f"{f.name}.conc_mol_per_l.{s}"))
                     prior.append(o.prior_feed_rel)
-                    walk.append(o.walk_feed_per_h)
         for lay in fs.circuits:
             if lay.has_f:
                 names.append(f"{lay.name}.extractant_multiplier")
                 kinds.append("ln_scale")
                 params.append(fs.parameters.index(f"{lay.name}.extractant_mol_per_l"))
                 prior.append(o.prior_extractant_rel)
-                walk.append(o.walk_extractant_per_h)
             for s in self._main_elements(lay.name):
                 names.append(f"{lay.name}.ln_d_offset.{s}")
                 kinds.append("add")
                 params.append(fs.parameters.index(f"{lay.name}.ln_d_offset.{s}"))
                 prior.append(o.prior_ln_d)
-                walk.append(o.walk_per_h)
-        self._walk = np.array(walk) * np.array(prior)
         return tuple(names), tuple(kinds), tuple(params), np.array(prior)
 
     def _main_elements(self, circuit: str) -> list[str]:
@@ -465,7 +447,7 @@ class Estimator:
         if dt <= 1e-9:
             return
         self._note_moves(inputs or {}, t_h, dt)
-        walk = self._walk**2 * dt
+        walk = (self.options.walk_per_h * self._prior) ** 2 * dt
         try:
             state = self.model.advance(self.state, self.p(), dt)
             if self.transient:
