@@ -272,27 +272,39 @@ class DynamicModel:
         return ca.integrator("plant", "idas", self._dae, 0.0, list(grid), opts)  # type: ignore[arg-type]
 
     def _advance(
-        self, xd: Array, z: Array, p: Array, a: float, b: float, grid: list[float], depth: int
+        self,
+        xd: Array,
+        z: Array,
+        p: Array,
+        a: float,
+        b: float,
+        grid: list[float],
+        depth: int,
+        failures: list[int] | None = None,
     ) -> list[tuple[float, Array, Array]]:
         """Integrate from ``a`` to ``b`` reporting at ``grid``; on an IDAS failure split the
-        interval in two (with a bounded step) and retry, down to a limited depth."""
+        interval in two (with a bounded step) and retry, down to a limited depth. ``failures``
+        (``[count, allowed]``) bounds the failed IDAS calls of the whole advance."""
         try:
             integ = self._integrator([t - a for t in grid], max_step_h=(b - a) / 20.0 if depth else 0.0)
             res = integ(x0=xd, z0=z, p=p)
             xf, zf = np.asarray(res["xf"]), np.asarray(res["zf"])
             return [(t, xf[:, k].copy(), zf[:, k].copy()) for k, t in enumerate(grid)]
         except RuntimeError as exc:
-            if depth >= 14:
+            if failures is not None:
+                failures[0] += 1
+            if depth >= 14 or (failures is not None and failures[0] > failures[1]):
+                why = f"after {failures[0]} failed attempts" if failures is not None else "at the smallest split"
                 raise ConvergenceError(
-                    f"IDAS failed between {a:g} h and {b:g} h of plant time: {str(exc).splitlines()[-1]}",
+                    f"IDAS failed between {a:g} h and {b:g} h of plant time ({why}): {str(exc).splitlines()[-1]}",
                     details={"t_h": a},
                 ) from None
         mid = 0.5 * (a + b)
         first = [t for t in grid if t <= mid] + ([mid] if not any(abs(t - mid) < 1e-12 for t in grid) else [])
         first = sorted(set(first))
-        out1 = self._advance(xd, z, p, a, mid, first, depth + 1)
+        out1 = self._advance(xd, z, p, a, mid, first, depth + 1, failures)
         _, xm, zm = out1[-1]
-        out2 = self._advance(xm, zm, p, mid, b, [t for t in grid if t > mid + 1e-12], depth + 1)
+        out2 = self._advance(xm, zm, p, mid, b, [t for t in grid if t > mid + 1e-12], depth + 1, failures)
         keep = [o for o in out1 if any(abs(o[0] - t) < 1e-12 for t in grid)]
         return keep + out2
 
@@ -321,12 +333,22 @@ class DynamicModel:
             raise ConvergenceError("could not make the edited plant state consistent", details={"t_h": t_h})
         return PlantState(t_h, np.asarray(self._state_function(z, pv)).ravel(), z)
 
-    def advance(self, state: PlantState, p: Array, dt_h: float) -> PlantState:
+    def advance(
+        self, state: PlantState, p: Array, dt_h: float, *, max_failures: int | None = None
+    ) -> PlantState:
         """Integrate ``dt_h`` plant hours with parameters ``p`` held constant (for a plant
-        simulator that changes setpoints between steps). Raises :class:`ConvergenceError`."""
+        simulator that changes setpoints between steps). Raises :class:`ConvergenceError`.
+
+        A failed IDAS call is retried on halves of the interval, down to 1/16384 of it: a plant
+        simulator must get through. ``max_failures`` gives up sooner, after that many failed
+        calls (an estimator with a fallback of its own: chasing a hard spot through 14 halvings
+        held one for minutes of wall time while the plant ran on)."""
         if not (math.isfinite(dt_h) and dt_h > 0.0):
             raise InputError(f"dt_h: {dt_h!r} must be a finite time > 0", field="dt_h")
-        out = self._advance(state.xd, state.z, np.asarray(p, dtype=float), 0.0, dt_h, [dt_h], depth=0)
+        failures = None if max_failures is None else [0, max_failures]
+        out = self._advance(
+            state.xd, state.z, np.asarray(p, dtype=float), 0.0, dt_h, [dt_h], depth=0, failures=failures
+        )
         _, xd, z = out[-1]
         return PlantState(state.t_h + dt_h, xd, z)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from models.dynamics import DynamicModel, DynamicOptions, Move
-from models.errors import InputError, SpecError
+from models.errors import ConvergenceError, InputError, SpecError
 from models.flowsheet import build_flowsheet
 from models.residual import Residual, symbolic_residual
 from models.sensitivity import SensitivityAnalysis
@@ -248,3 +248,18 @@ def test_a_newton_only_solve_fails_fast_where_the_full_solve_continues(tb_dy) ->
     with pytest.raises(InputError) as err:
         solver.solve(p, continuation=False)
     assert err.value.field == "z0"
+
+
+def test_advance_gives_up_after_the_allowed_failed_integrations(tb_dy) -> None:
+    """``advance`` halves a failing interval down to 1/16384 of it (a plant simulator must get
+    through); with ``max_failures`` it gives up after that many failed IDAS calls (the
+    estimator's bound), and both say so."""
+    fs, _, res = tb_dy
+    model = DynamicModel(fs)
+    start = model.initial_state(res.z, fs.parameter_vector())
+    broken = type(start)(start.t_h, np.full_like(start.xd, np.nan), start.z)
+    with pytest.raises(ConvergenceError, match="after 4 failed attempts"):
+        model.advance(broken, fs.parameter_vector(), 1.0, max_failures=3)
+    with pytest.raises(ConvergenceError, match="at the smallest split"):
+        model.advance(broken, fs.parameter_vector(), 1.0)
+    assert model.advance(start, fs.parameter_vector(), 1.0, max_failures=0).t_h == pytest.approx(1.0)
