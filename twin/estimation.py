@@ -144,6 +144,16 @@ class EstimatorOptions:
         two, then the quasi-steady sensitivities are used. Unbounded, one estimator step chased a
         hard spot through 14 halvings for minutes of wall time in a closed-loop run while the
         plant ran on.
+    feed_total_sd
+        What the estimator assumes is known of each feed's total rare-earth concentration: the
+        feed multipliers may change the basket, but their REO-weighted sum stays at the spec's
+        total within this log standard deviation (0.05: 5 %), entered at every update as one
+        pseudo-reading per feed. An ASSUMPTION about plant practice (the dissolution circuit
+        holds the feed tank's REO concentration, checked by routine titration), not an
+        instrument of the spec; None leaves the total free. Without it the feed multipliers, the
+        extractant and the ln D offsets (nearly collinear in what four analysers see) traded off
+        in a closed-loop transient until the estimated feed carried 30 % less REO than the
+        plant's (closed-loop benchmark, 28 November, feed basket shift).
     """
 
     prior_feed_rel: float = 0.15
@@ -165,6 +175,7 @@ class EstimatorOptions:
     gate: float = 9.0
     consistency_memory: float = 8.0
     band_inflation_max: float = 25.0
+    feed_total_sd: float | None = 0.05
     max_integration_failures: int = 10
 
 
@@ -336,20 +347,31 @@ class Estimator:
     # ----------------------------------------------------------- parameters
     def _choose_parameters(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], Array]:
         fs, o = self.fs, self.options
-        names, kinds, params, prior = [], [], [], []
+        names: list[str] = []
+        kinds: list[str] = []
+        params: list[int] = []
+        prior: list[float] = []
         p = self.p_base
         # a trace element an analyser measures gets its own feed multiplier too: its profile is
         # otherwise fixed at the design basket, however far the plant's basket is from it
         measured = {c.element for c in self.channels if c.element is not None}
+        self._feed_totals: list[tuple[str, list[int], Array, float]] = []
         for f in fs.spec.feeds:
             conc = {s: p[fs.parameters.index(f"{f.name}.conc_mol_per_l.{s}")] for s in f.concentrations_mol_per_l()}
             total = sum(conc.values())
+            members: list[int] = []
+            member_conc: list[float] = []
             for s, c in conc.items():
                 if element(s).in_treo and c > 0.0 and (c >= o.main_fraction * total or s in measured):
+                    members.append(len(names))
+                    member_conc.append(c)
                     names.append(f"{f.name}.feed_multiplier.{s}")
                     kinds.append("ln_scale")
                     params.append(fs.parameters.index(f"{f.name}.conc_mol_per_l.{s}"))
                     prior.append(o.prior_feed_rel)
+            treo = sum(c for s, c in conc.items() if element(s).in_treo)
+            if members and treo > 0.0:
+                self._feed_totals.append((f.name, members, np.array(member_conc), treo - sum(member_conc)))
         for lay in fs.circuits:
             if lay.has_f:
                 names.append(f"{lay.name}.extractant_multiplier")
@@ -644,6 +666,13 @@ class Estimator:
         if nis > self.options.gate:
             r_var = r_var * (nis / self.options.gate)
             a_mat, h_r = information(r_var)
+        rms = float(np.sqrt(np.mean(nu**2)))
+        pseudo = self._feed_total_rows()
+        if pseudo is not None:  # after the gate: an assumption is not a surprised reading
+            H = np.vstack([H, pseudo[0]])
+            nu = np.r_[nu, pseudo[1]]
+            r_var = np.r_[r_var, pseudo[2]]
+            a_mat, h_r = information(r_var)
         a_inv = np.linalg.inv(a_mat)
         info = h_r @ H  # H' R^-1 H
         d_theta = a_inv @ (h_r @ nu)
@@ -689,7 +718,23 @@ class Estimator:
         self.updates += 1
         self.last_update_plant_h = self.state.t_h
         self.healthy = bool(np.all(np.isfinite(self.theta)) and np.all(np.isfinite(self.state.z)))
-        return UpdateReport(len(used), tuple(rejected), float(np.sqrt(np.mean(nu**2))), time.perf_counter() - t0)
+        return UpdateReport(len(used), tuple(rejected), rms, time.perf_counter() - t0)
+
+    def _feed_total_rows(self) -> tuple[Array, Array, Array] | None:
+        """One pseudo-reading per feed (see ``EstimatorOptions.feed_total_sd``): ln of the feed's
+        total REO over the spec's is 0. Rows (Jacobian in the parameters), innovations, variances."""
+        sd = self.options.feed_total_sd
+        if sd is None or not self._feed_totals:
+            return None
+        rows, innov = [], []
+        for _, members, conc, rest in self._feed_totals:
+            scaled = conc * np.exp(self.theta[members])
+            total = float(scaled.sum()) + rest
+            row = np.zeros(self.theta.size)
+            row[members] = scaled / total
+            rows.append(row)
+            innov.append(-math.log(total / (float(conc.sum()) + rest)))
+        return np.array(rows), np.array(innov), np.full(len(rows), sd**2)
 
     def _finite_sensitivities(self, z: Array, p: Array) -> Array | None:
         """:meth:`sensitivities`, or None where they are not finite (singular steady Jacobian)."""

@@ -201,3 +201,23 @@ def test_an_estimator_whose_state_is_gone_restarts_from_a_steady_state(tb_dy) ->
     assert snap.healthy
     assert snap.plant_time_h == pytest.approx(1.0)
     np.testing.assert_allclose(snap.z, s0.z, atol=1e-6)  # nothing was learnt: the design steady state
+
+
+def test_the_feed_total_pulls_a_runaway_basket_back(tb_dy) -> None:
+    """With the feed's total REO assumed known to 5 % (the default), an estimate whose feed
+    multipliers carry 30 % less REO than the spec is pulled back by an update whose readings say
+    nothing new (each at the model's prediction); without the assumption it stays where it is."""
+    fs, _, p0, s0 = tb_dy
+    res = Residual(fs)
+    moved = {}
+    for sd in (0.05, None):
+        est = Estimator(fs, s0.z, p0, options=EstimatorOptions(feed_total_sd=sd))
+        k = est.theta_names.index("feed.feed_multiplier.Dy")
+        est.theta[k] = math.log(0.62)  # Dy is about 80 % of the feed: the total falls by 30 %
+        est.predict(1.0)
+        readings = [Observation(ch.tag, reading(res, fs, est.state.z, est.p(), ch), 1.0) for ch in est.channels]
+        report = est.update(readings)
+        assert report.used == len(est.channels)
+        moved[sd] = est.theta[k] - math.log(0.62)
+    assert moved[0.05] > 0.1  # towards the spec's total
+    assert abs(moved[None]) < 0.01
