@@ -221,3 +221,30 @@ def test_the_feed_total_pulls_a_runaway_basket_back(tb_dy) -> None:
         moved[sd] = est.theta[k] - math.log(0.62)
     assert moved[0.05] > 0.1  # towards the spec's total
     assert abs(moved[None]) < 0.01
+
+
+def test_a_parameter_at_its_bound_is_held_and_the_others_still_move(tb_dy) -> None:
+    """The update's active set: a parameter at its bound (3 prior standard deviations) that the
+    readings push further out is held there, and the others take the update of the free block of
+    the information matrix (the conditional precision), not a step scaled to zero."""
+    fs, _, p0, s0 = tb_dy
+    est = Estimator(fs, s0.z, p0)
+    n = est.theta.size
+    rng = np.random.default_rng(3)
+    m = rng.normal(size=(n, n))
+    a_mat = m @ m.T + n * np.eye(n)
+    b = rng.normal(size=n)
+    bound = est.options.max_prior_sd * est._prior
+    a_inv, d = est._bounded_solve(a_mat, b, bound)  # nothing at a bound: the plain solve
+    assert np.allclose(d, np.linalg.solve(a_mat, b))
+    k = est.theta_names.index("feed.feed_multiplier.Tb")
+    free_d = np.linalg.solve(np.delete(np.delete(a_mat, k, 0), k, 1), np.delete(b, k))
+    est.theta[k] = bound[k] * np.sign(np.linalg.solve(a_mat, b)[k])  # at the bound it is pushed across
+    a_inv, d = est._bounded_solve(a_mat, b, bound)
+    assert d[k] == 0.0
+    assert np.all(a_inv[k] == 0.0)
+    assert np.allclose(np.delete(d, k), free_d)
+    assert np.all(np.abs(np.delete(d, k)) > 0.0)
+    est.theta[k] = -est.theta[k]  # at the other bound it is pulled back in: free again
+    _, d = est._bounded_solve(a_mat, b, bound)
+    assert np.allclose(d, np.linalg.solve(a_mat, b))
