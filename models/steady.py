@@ -407,9 +407,7 @@ class SteadySolver:
                 steps += st
                 if success:
                     z = z_c
-        if not continuation:
-            pass  # Newton from z0 only
-        elif not success and z0 is None and len(self.fs.circuits) > 1:
+        if not success and z0 is None and len(self.fs.circuits) > 1:
             # cold start of a multi-circuit plant: solve the circuits one by one in feed order
             # (each from its upstream outlet), then close the whole flowsheet with Newton
             method = "sequential circuits (continuation) + newton"

@@ -355,7 +355,7 @@ class Estimator:
         # a trace element an analyser measures gets its own feed multiplier too: its profile is
         # otherwise fixed at the design basket, however far the plant's basket is from it
         measured = {c.element for c in self.channels if c.element is not None}
-        self._feed_totals: list[tuple[str, list[int], Array, float]] = []
+        self._feed_totals: list[tuple[list[int], Array, float]] = []
         for f in fs.spec.feeds:
             conc = {s: p[fs.parameters.index(f"{f.name}.conc_mol_per_l.{s}")] for s in f.concentrations_mol_per_l()}
             total = sum(conc.values())
@@ -371,7 +371,7 @@ class Estimator:
                     prior.append(o.prior_feed_rel)
             treo = sum(c for s, c in conc.items() if element(s).in_treo)
             if members and treo > 0.0:
-                self._feed_totals.append((f.name, members, np.array(member_conc), treo - sum(member_conc)))
+                self._feed_totals.append((members, np.array(member_conc), treo - sum(member_conc)))
         for lay in fs.circuits:
             if lay.has_f:
                 names.append(f"{lay.name}.extractant_multiplier")
@@ -752,7 +752,7 @@ class Estimator:
         if sd is None or not self._feed_totals:
             return None
         rows, innov = [], []
-        for _, members, conc, rest in self._feed_totals:
+        for members, conc, rest in self._feed_totals:
             scaled = conc * np.exp(self.theta[members])
             total = float(scaled.sum()) + rest
             row = np.zeros(self.theta.size)
