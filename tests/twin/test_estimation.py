@@ -248,3 +248,27 @@ def test_a_parameter_at_its_bound_is_held_and_the_others_still_move(tb_dy) -> No
     est.theta[k] = -est.theta[k]  # at the other bound it is pulled back in: free again
     _, d = est._bounded_solve(a_mat, b, bound)
     assert np.allclose(d, np.linalg.solve(a_mat, b))
+
+
+def test_the_common_level_of_the_ln_d_offsets_is_pulled_back_not_their_difference(tb_dy) -> None:
+    """With the level of a circuit's ln D offsets assumed right to 0.05 (the default), an estimate
+    whose offsets all sit 0.16 low (what the extractant could explain as well) is pulled back by
+    an update whose readings say nothing new, and the separation factor between them (their
+    difference) is kept; without the assumption the level stays where it is."""
+    fs, _, p0, s0 = tb_dy
+    res = Residual(fs)
+    level, spread = {}, {}
+    for sd in (0.05, None):
+        est = Estimator(fs, s0.z, p0, options=EstimatorOptions(ln_d_level_sd=sd))
+        ks = [k for k, name in enumerate(est.theta_names) if name.startswith("TbDy.ln_d_offset.")]
+        assert len(ks) == 2  # Tb and Dy, the main elements
+        est.theta[ks] = [-0.16, -0.08]
+        est.state = est.model.consistent_state(est.state.z, est.p())
+        est.predict(1.0)
+        readings = [Observation(ch.tag, reading(res, fs, est.state.z, est.p(), ch), 1.0) for ch in est.channels]
+        assert est.update(readings).used == len(est.channels)
+        level[sd] = float(np.mean(est.theta[ks]))
+        spread[sd] = float(est.theta[ks[1]] - est.theta[ks[0]])
+    assert level[0.05] > -0.12 + 0.02  # from -0.12 towards 0
+    assert abs(level[None] + 0.12) < 0.01
+    assert spread[0.05] == pytest.approx(0.08, abs=0.02)
