@@ -607,19 +607,29 @@ class Estimator:
         return SteadySolver(self.fs)
 
     def _state_at(self, t_h: float) -> tuple[Array, Array] | None:
-        """The stored state nearest (not after) plant time ``t_h``."""
-        if not self._history_t or t_h < self._history_t[0] - 1e-9:
+        """The state at plant time ``t_h``: linear (in the stage unknowns, logarithms of
+        concentrations) between the stored states that bracket it, with the parameters of the
+        later one (the inputs of a step hold over the whole step). The estimator steps 2-3 plant
+        hours at a time in a fast-run closed loop while the analysers sample every 10-15 minutes:
+        compared with the state at the start of its step, a reading taken in a transient near its
+        end carries hours of the plant's move as a bias the parameters then absorb."""
+        ts = self._history_t
+        if not ts or t_h < ts[0] - 1e-9:
             return None
-        k = bisect.bisect_right(self._history_t, t_h + 1e-9) - 1
+        k = bisect.bisect_right(ts, t_h + 1e-9) - 1
         _, z, p = self._history[max(k, 0)]
-        return z, p
+        if k + 1 >= len(ts) or t_h <= ts[k] + 1e-9:
+            return z, p
+        _, z_next, p_next = self._history[k + 1]
+        w = (t_h - ts[k]) / (ts[k + 1] - ts[k])
+        return z + w * (z_next - z), p_next
 
     # --------------------------------------------------------------- update
     def update(self, observations: Sequence[Observation]) -> UpdateReport:
         """Assimilate readings (each at its own sample time); returns what was used."""
         t0 = time.perf_counter()
         rejected: list[tuple[str, str]] = []
-        rows: list[tuple[int, float, Array, Array]] = []
+        rows: list[tuple[int, float, Array, Array, float]] = []
         for ob in observations:
             k = self._channel_index.get(ob.tag)
             if k is None:
@@ -635,7 +645,7 @@ class Estimator:
             if past is None:
                 rejected.append((ob.tag, "sample older than the kept history"))
                 continue
-            rows.append((k, math.log(ob.value), past[0], past[1]))
+            rows.append((k, math.log(ob.value), past[0], past[1], ob.sample_time_h))
         if not rows:
             return UpdateReport(0, tuple(rejected), math.nan, time.perf_counter() - t0)
         stale = not self.transient and self._updates_since_sens >= self.options.sensitivity_every
@@ -652,15 +662,16 @@ class Estimator:
             rejected.extend((self.channels[k].tag, why) for k, *_ in rows)
             return UpdateReport(0, tuple(rejected), math.nan, time.perf_counter() - t0)
         innov, h_rows, sigma, used = [], [], [], []
-        # the readings of one sample time share one stored state: every channel's prediction and
-        # its Jacobian rows (sparse h_z times the sensitivities) are formed once per state
-        at_state: dict[int, tuple[Array, Array]] = {}
-        for k, y, z_s, p_s in rows:
-            if id(z_s) not in at_state:
+        # the readings of one sample time share one state: every channel's prediction and its
+        # Jacobian rows (sparse h_z times the sensitivities) are formed once per sample time
+        at_state: dict[float, tuple[Array, Array]] = {}
+        for k, y, z_s, p_s, t_s in rows:
+            key = round(t_s, 9)
+            if key not in at_state:
                 out = self._measure(z_s, p_s)
                 h_theta = out[1].sparse() @ sens + out[2].sparse() @ self._dp_dtheta(p_s)
-                at_state[id(z_s)] = (np.asarray(out[0]).ravel(), np.asarray(h_theta))
-            hv, h_all = at_state[id(z_s)]
+                at_state[key] = (np.asarray(out[0]).ravel(), np.asarray(h_theta))
+            hv, h_all = at_state[key]
             h_row = h_all[k]
             if not (math.isfinite(hv[k]) and np.all(np.isfinite(h_row))):
                 rejected.append((self.channels[k].tag, "prediction not finite at the sample time"))

@@ -272,3 +272,28 @@ def test_the_common_level_of_the_ln_d_offsets_is_pulled_back_not_their_differenc
     assert level[0.05] > -0.12 + 0.02  # from -0.12 towards 0
     assert abs(level[None] + 0.12) < 0.01
     assert spread[0.05] == pytest.approx(0.08, abs=0.02)
+
+
+def test_a_reading_between_two_steps_is_compared_with_the_state_at_its_own_time(tb_dy) -> None:
+    """The estimator steps hours at a time while analysers sample every few minutes: a reading
+    taken between two steps is predicted from the state at its sample time (between the two
+    stored states), not from the state at the start of the step, in a transient where the two
+    differ; a reading that matches the plant at its own time then leaves the estimate alone."""
+    fs, _, p0, s0 = tb_dy
+    res = Residual(fs)
+    est = Estimator(fs, s0.z, p0, options=EstimatorOptions(sensitivity="quasi_steady"))
+    organic = fs.parameters.index("TbDy.organic_flow_l_per_h")
+    moved = {"TbDy.organic_flow_l_per_h": 1.3 * p0[organic]}
+    est.predict(4.0, moved)
+    # the truth at 3 h: the same model through the same move (the estimate has nothing to learn)
+    plant = DynamicModel(fs)
+    truth_3h = plant.advance(plant.initial_state(s0.z, fs.parameter_vector(moved)), fs.parameter_vector(moved), 3.0)
+    e10 = next(ch for ch in est.channels if ch.tag == "AI-121.Dy")
+    at_start = reading(res, fs, s0.z, est.p(), e10)
+    at_3h = reading(res, fs, truth_3h.z, est.p(), e10)
+    assert abs(math.log(at_3h / at_start)) > 0.03  # a transient the monitoring stage sees
+    report = est.update([Observation(e10.tag, at_3h, 3.0)])
+    assert report.used == 1
+    # linear between the states at 0 and 4 h (the state at the start of the step would be off by
+    # the whole move)
+    assert report.innovation_rms < 0.35 * abs(math.log(at_3h / at_start))
