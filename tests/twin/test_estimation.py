@@ -297,3 +297,28 @@ def test_a_reading_between_two_steps_is_compared_with_the_state_at_its_own_time(
     # linear between the states at 0 and 4 h (the state at the start of the step would be off by
     # the whole move)
     assert report.innovation_rms < 0.35 * abs(math.log(at_3h / at_start))
+
+
+def test_an_update_the_model_cannot_integrate_from_keeps_its_parameters(tb_dy) -> None:
+    """When the model cannot integrate from an update's corrected state (here: made not a number),
+    the update's parameters are kept and only its state correction is dropped: the estimate goes
+    on from the state before the update, consistent with the new parameters, instead of undoing
+    the update whole (which let the next update propose the same step and be undone again)."""
+    fs, _, p0, s0 = tb_dy
+    res = Residual(fs)
+    est = Estimator(fs, s0.z, p0)
+    est.predict(0.5)
+    readings = [
+        Observation(ch.tag, reading(res, fs, est.state.z, est.p(), ch) * (1.2 if ch.element == "Tb" else 1.0), 0.5)
+        for ch in est.channels
+    ]
+    assert est.update(readings).used == len(est.channels)
+    learnt = est.theta.copy()
+    assert np.max(np.abs(learnt)) > 0.01
+    est.state = PlantState(est.state.t_h, np.full_like(est.state.xd, np.nan), np.full_like(est.state.z, np.nan))
+    with np.errstate(invalid="ignore"):
+        est.predict(1.0)
+    snap = est.snapshot()
+    assert snap.healthy
+    assert snap.plant_time_h == pytest.approx(1.0)
+    np.testing.assert_array_equal(est.theta, learnt)
