@@ -404,14 +404,14 @@ class Estimator:
                 params.append(fs.parameters.index(f"{lay.name}.extractant_mol_per_l"))
                 prior.append(o.prior_extractant_rel)
             group: list[int] = []
-            if lay.has_f:  # the offsets' common level is nearly the extractant's (ln_d_level_sd)
-                self._ln_d_groups.append(group)
             for s in self._main_elements(lay.name):
                 group.append(len(names))
                 names.append(f"{lay.name}.ln_d_offset.{s}")
                 kinds.append("add")
                 params.append(fs.parameters.index(f"{lay.name}.ln_d_offset.{s}"))
                 prior.append(o.prior_ln_d)
+            if lay.has_f and group:  # the offsets' common level is nearly the extractant's (ln_d_level_sd)
+                self._ln_d_groups.append(group)
         return tuple(names), tuple(kinds), tuple(params), np.array(prior)
 
     def _main_elements(self, circuit: str) -> list[str]:
@@ -723,12 +723,12 @@ class Estimator:
             r_var = r_var * (nis / self.options.gate)
             a_mat, h_r = information(r_var)
         rms = float(np.sqrt(np.mean(nu**2)))
-        for pseudo in (self._feed_total_rows(), self._ln_d_level_rows()):
-            if pseudo is not None:  # after the gate: an assumption is not a surprised reading
-                H = np.vstack([H, pseudo[0]])
-                nu = np.r_[nu, pseudo[1]]
-                r_var = np.r_[r_var, pseudo[2]]
-        a_mat, h_r = information(r_var)
+        pseudo = [rows for rows in (self._feed_total_rows(), self._ln_d_level_rows()) if rows is not None]
+        if pseudo:  # after the gate: an assumption is not a surprised reading
+            H = np.vstack([H, *(r[0] for r in pseudo)])
+            nu = np.concatenate([nu, *(r[1] for r in pseudo)])
+            r_var = np.concatenate([r_var, *(r[2] for r in pseudo)])
+            a_mat, h_r = information(r_var)
         info = h_r @ H  # H' R^-1 H
         bound = self.options.max_prior_sd * self._prior
         a_inv, d_theta = self._bounded_solve(a_mat, h_r @ nu, bound)
@@ -830,14 +830,12 @@ class Estimator:
         ``EstimatorOptions.ln_d_level_sd``): the mean of its ln D offsets is 0. Rows (Jacobian in
         the parameters), innovations, variances."""
         sd = self.options.ln_d_level_sd
-        groups = [g for g in self._ln_d_groups if g] if sd is not None else []
-        if not groups:
+        if sd is None or not self._ln_d_groups:
             return None
-        rows = np.zeros((len(groups), self.theta.size))
-        for r, members in enumerate(groups):
+        rows = np.zeros((len(self._ln_d_groups), self.theta.size))
+        for r, members in enumerate(self._ln_d_groups):
             rows[r, members] = 1.0 / len(members)
-        assert sd is not None
-        return rows, -rows @ self.theta, np.full(len(groups), sd**2)
+        return rows, -rows @ self.theta, np.full(len(rows), sd**2)
 
     def _finite_sensitivities(self, z: Array, p: Array) -> Array | None:
         """:meth:`sensitivities`, or None where they are not finite (singular steady Jacobian)."""
