@@ -152,14 +152,15 @@ async def twin_worker(cfg: Mapping[str, Any]) -> None:
     from twin.connection import Gap, ReconnectingPlant
     from twin.historian import Historian
     from twin.historian_records import Mode
+    from twin.safety import WRITE_HORIZON_H
     from twin.service import TwinOptions, TwinService
 
     work = Path(cfg["work"])
     fs = build_flowsheet(load_spec(SPEC))
     z0 = await run_model(steady_initial_state, fs, fs.parameter_vector(), Path(cfg["cache_dir"]))
-    # the twin's optimiser: the chosen objective, moves limited to 4 h of the plant's rate rule, a
-    # share of every product's allowed impurity kept in reserve against model error
-    options = OptimisationOptions(objective=cfg.get("objective", "margin"), move_horizon_h=4.0,
+    # the twin's optimiser: the chosen objective, moves limited to what one write may move (the
+    # advisor's default), a share of every product's allowed impurity kept in reserve
+    options = OptimisationOptions(objective=cfg.get("objective", "margin"), move_horizon_h=WRITE_HORIZON_H,
                                   spec_backoff=float(cfg.get("spec_backoff", 0.2)))
     advisor = _TimedAdvisor(OptimiserAdvisor(fs, options))
     historian = Historian(work / "twin.sqlite3")

@@ -102,6 +102,10 @@ class EconomicAssumptions:
     oxalic_acid_usd_per_kg
         Oxalic acid dihydrate price, USD/kg, supplied by the user; None uses the scenario's price
         and, the scenario having none (NOT_FOUND), excludes the cost with a warning.
+    inventory_capital_rate_per_year
+        Cost of the capital tied up in the rare earth held in the stages, per year (fraction of
+        its value). ESTIMATED 0.10: the discount rate rare-earth project studies use (Bear Lodge
+        NI 43-101 pre-feasibility study, 2014: NPV at 10 %); a plant uses its own rate.
     """
 
     saponification_base: SaponificationBase = SaponificationBase.NAOH
@@ -109,9 +113,15 @@ class EconomicAssumptions:
     diluent_density_kg_per_l: float = 0.80
     oxalic_acid_mol_per_mol_re: float = 1.5
     oxalic_acid_usd_per_kg: float | None = None
+    inventory_capital_rate_per_year: float = 0.10
 
     def __post_init__(self) -> None:
-        for name in ("organic_loss_l_per_m3_aqueous", "diluent_density_kg_per_l", "oxalic_acid_mol_per_mol_re"):
+        for name in (
+            "organic_loss_l_per_m3_aqueous",
+            "diluent_density_kg_per_l",
+            "oxalic_acid_mol_per_mol_re",
+            "inventory_capital_rate_per_year",
+        ):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0.0):
                 raise InputError(f"{name}: {v!r} is not allowed; expected a finite number >= 0", field=name)
@@ -454,6 +464,18 @@ class Economics:
                 a.oxalic_acid_mol_per_mol_re,
                 "mol/mol",
                 Provenance("SHARED_NOTES", "chemistry_notes.md 4.3", der, "stoichiometric RE2(C2O4)3"),
+            ),
+            NamedAssumption(
+                "inventory_capital_rate_per_year",
+                a.inventory_capital_rate_per_year,
+                "1/year",
+                Provenance(
+                    "BEARLODGE14",
+                    "section 25.5, Table 25.2 (NPV at 10 % discount)",
+                    est,
+                    "rule: the discount rate of a rare-earth project study taken as the cost of the capital "
+                    "held in the cascade inventory; replace with the plant's own rate",
+                ),
             ),
             NamedAssumption(
                 "molar masses HCl/NaOH/NH3/H2C2O4.2H2O",

@@ -76,10 +76,12 @@ from models.economics import (
 from models.elements import element
 from models.errors import ConvergenceError, InfeasibleError, InputError
 from models.flowsheet import Flowsheet
+from models.inventory import Inventory, InventoryBreakdown
 from models.kpi import ProductKpis
 from models.prices import available_scenarios
 from models.provenance import Provenance, ProvenanceClass, RestsOn
 from models.steady import SteadyResult, SteadySolver
+from models.units import HOURS_PER_YEAR
 
 __all__ = [
     "ActiveConstraint",
@@ -271,6 +273,12 @@ class OptimisationOptions:
     spec_backoff
         Fraction of the allowed impurity (``1 - purity_min``) and loss (``1 - recovery_min``)
         kept in reserve (0 = optimise right onto the specification).
+    inventory_payback_h
+        If set, the rare earth a move adds to the stages' inventory (:mod:`models.inventory`) is
+        charged as its value spread over this many hours (kg of REO for ``throughput``): a move
+        must pay for filling the cascade within the horizon, as it does in the first weeks after
+        it (the products carry less while the stages fill). None: only the carrying cost
+        (``economics.inventory_capital_rate_per_year``) prices the inventory.
     throughput_feed_range
         For the throughput objective, feed flows that no manipulated variable moves become
         decision variables between these multiples of their current value.
@@ -295,6 +303,7 @@ class OptimisationOptions:
     limits: ConstraintLimits = field(default_factory=ConstraintLimits)
     economics: EconomicAssumptions = field(default_factory=EconomicAssumptions)
     spec_backoff: float = 0.0
+    inventory_payback_h: float | None = None
     throughput_feed_range: tuple[float, float] = (0.1, 5.0)
     tol: float = 1e-8
     max_iter: int = 500
@@ -320,6 +329,13 @@ class OptimisationOptions:
         if self.move_horizon_h is not None and not (math.isfinite(self.move_horizon_h) and self.move_horizon_h > 0):
             raise InputError(
                 f"move_horizon_h: {self.move_horizon_h!r} is not allowed; expected a number > 0", field="move_horizon_h"
+            )
+        if self.inventory_payback_h is not None and not (
+            math.isfinite(self.inventory_payback_h) and self.inventory_payback_h > 0
+        ):
+            raise InputError(
+                f"inventory_payback_h: {self.inventory_payback_h!r} is not allowed; expected a number > 0 or None",
+                field="inventory_payback_h",
             )
         if not 0.0 <= self.spec_backoff < 1.0:
             raise InputError(
@@ -411,6 +427,12 @@ class OperatingPoint:
         Product value and reagent cost breakdown.
     max_loading_fraction
         Highest organic loading over all mass-action stages (nan if none).
+    inventory
+        Rare earth held in the stages (:mod:`models.inventory`).
+    inventory_charge
+        What the objective charges for that inventory, in :attr:`Objective.unit` (carrying cost,
+        plus the fill since the current point over ``inventory_payback_h``); included in
+        ``objective_value``.
     """
 
     setpoints: dict[str, float]
@@ -418,6 +440,8 @@ class OperatingPoint:
     objective_value: float
     economics: EconomicsBreakdown
     max_loading_fraction: float
+    inventory: InventoryBreakdown
+    inventory_charge: float
 
     def kpi(self, name: str) -> ProductKpi:
         """A product's KPIs by name."""
@@ -434,6 +458,8 @@ class OperatingPoint:
             "objective_value": self.objective_value,
             "economics": self.economics.to_dict(),
             "max_loading_fraction": self.max_loading_fraction,
+            "inventory": self.inventory.to_dict(),
+            "inventory_charge": self.inventory_charge,
         }
 
 
@@ -597,6 +623,12 @@ class OptimisationResult:
             "economics": self.optimum.economics.to_dict(),
             "current_economics": self.current.economics.to_dict(),
             "max_loading_fraction": self.optimum.max_loading_fraction,
+            "inventory": {
+                **self.optimum.inventory.to_dict(),
+                "charge": self.optimum.inventory_charge,
+                "current": self.current.inventory.to_dict(),
+                "current_charge": self.current.inventory_charge,
+            },
             "active_constraints": [a.to_dict() for a in self.active_constraints],
             "warnings": list(self.warnings),
             "assumptions": [a.to_dict() for a in self.assumptions],
@@ -693,6 +725,7 @@ class SetpointOptimiser:
         self.options = options or OptimisationOptions()
         self.steady_solver = solver or SteadySolver(flowsheet)
         self.economics = Economics(flowsheet, self.options.price_scenario, self.options.economics)
+        self.inventory = Inventory(flowsheet, self.economics.scenario)
         self.kpis = ProductKpis(flowsheet)
         if self.options.circuit is not None:
             flowsheet.circuit(self.options.circuit)  # raises naming the circuits
@@ -857,9 +890,10 @@ class SetpointOptimiser:
 
         z = sym.sym("z", nz)
         v = sym.sym("v", nu)
-        par = sym.sym("par", n_p + 1)  # p, then the objective scale
+        par = sym.sym("par", n_p + 3)  # p, the objective scale, the current inventory (USD, kg REO)
         P = par[:n_p]
         sigma_f = par[n_p]
+        inv_ref = par[n_p + 1 :]
         u = ca.DM(self._u0) + ca.DM(self._su) * v
         p = P + ca.mtimes(ca.DM(sel), u - ca.mtimes(ca.DM(sel.T), P))
         r = fn(stable_residual(fs))(z, p)
@@ -929,6 +963,9 @@ class SetpointOptimiser:
             phi = ca.sum1(costs) if costs.numel() else sym(0.0)
         else:
             phi = feed_reo
+        inv_kg, inv_usd = fn(self.inventory.function)(z, p)
+        charge = self._inventory_charge(ca.vertcat(inv_usd, ca.sum1(inv_kg)), inv_ref)
+        phi = phi - charge if obj.maximise else phi + charge
         f = (-phi if obj.maximise else phi) / sigma_f
         x = ca.vertcat(z, v)
         g = ca.vertcat(r, g_ineq)
@@ -937,11 +974,15 @@ class SetpointOptimiser:
         self._nlp = {"x": x, "p": par, "f": f, "g": g}
         zz = ca.MX.sym("z", nz)
         pp = ca.MX.sym("p", n_p)
+        ref = ca.MX.sym("ref", 2)
         _rev_m, costs_m, margin_m, feed_m = self.economics.function(zz, pp)
         phi_m = {Objective.MARGIN: margin_m, Objective.THROUGHPUT: feed_m}.get(
             obj, ca.sum1(costs_m) if costs_m.numel() else ca.MX(0.0)
         )
-        self._phi_fn = ca.Function("phi", [zz, pp], [phi_m])
+        kg_m, usd_m = self.inventory.function(zz, pp)
+        charge_m = self._inventory_charge(ca.vertcat(usd_m, ca.sum1(kg_m)), ref)
+        phi_m = phi_m - charge_m if obj.maximise else phi_m + charge_m
+        self._phi_fn = ca.Function("phi", [zz, pp, ref], [phi_m, charge_m], ["z", "p", "ref"], ["phi", "charge"])
         ipopt: dict[str, Any] = {
             "print_level": 0,
             "sb": "yes",
@@ -956,6 +997,18 @@ class SetpointOptimiser:
         self._ipopt_opts = ipopt
         self._built = True
         self.build_time_s = time.perf_counter() - t0
+
+    def _inventory_charge(self, held: Any, ref: Any) -> Any:
+        """What the objective charges for the inventory ``held`` = (USD, kg REO), given the
+        current point's ``ref`` = (USD, kg REO): the carrying cost of its value (USD/h, not for
+        throughput) plus the fill since the current point over the payback horizon."""
+        opts = self.options
+        throughput = opts.objective is Objective.THROUGHPUT
+        k = 1 if throughput else 0  # throughput is in kg REO/h, the others in USD/h
+        charge = 0.0 if throughput else held[0] * (opts.economics.inventory_capital_rate_per_year / HOURS_PER_YEAR)
+        if opts.inventory_payback_h is not None:
+            charge = charge + (held[k] - ref[k]) / opts.inventory_payback_h
+        return charge
 
     def _settler_capacity_l_per_h(self, circuit: str) -> float:
         lim = self.options.limits
@@ -1107,8 +1160,10 @@ class SetpointOptimiser:
         if not current.success:
             raise ConvergenceError(f"steady state at the current operating point not found: {current.message}")
         z_now = current.z
-        sigma = max(abs(float(self._phi_fn(z_now, p_now))), 1e-3)
-        par = np.r_[p_now, sigma]
+        held = self.inventory.evaluate(z_now, p_now)
+        ref = np.array([held.value_usd, held.kg_reo])
+        sigma = max(abs(float(self._phi_fn(z_now, p_now, ref)[0])), 1e-3)
+        par = np.r_[p_now, sigma, ref]
         lbx, ubx, lbg, ubg, phys = self._bounds(p_now, specs, bound_overrides)
         v_now = np.clip((p_now[self._sel_idx] - self._u0) / self._su, lbx[fs.n_unknowns :], ubx[fs.n_unknowns :])
         x0 = np.r_[z_now, v_now]
@@ -1194,8 +1249,8 @@ class SetpointOptimiser:
                 "a small disturbance may move the plant to another steady state; check it with a robustness study "
                 "or back off (spec_backoff, a lower max_loading_fraction, move limits)"
             )
-        cur_point = self._point(z_now, p_now)
-        opt_point = self._point(z_opt, p_opt)
+        cur_point = self._point(z_now, p_now, ref)
+        opt_point = self._point(z_opt, p_opt, ref)
         active = self._active(sol, lbx, ubx, lbg, ubg, phys, sigma) if ok else ()
         if not ok:
             warnings.append(f"IPOPT did not converge ({message}); the setpoints are the last iterate")
@@ -1310,7 +1365,7 @@ class SetpointOptimiser:
         inv = spla.LinearOperator((n, n), matvec=lu.solve, rmatvec=lambda b: lu.solve(b, trans="T"))
         return float(spla.onenormest(jac) * spla.onenormest(inv))
 
-    def _point(self, z: Array, p: Array) -> OperatingPoint:
+    def _point(self, z: Array, p: Array, ref: Array) -> OperatingPoint:
         fs = self.fs
         pur, rec = self.kpis.function(z, p)
         pur_a = np.asarray(pur).ravel()
@@ -1325,12 +1380,15 @@ class SetpointOptimiser:
                 c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
                 ln_f = z[lay.offset + np.arange(lay.n_stages) * lay.nv + lay.n_el + 1]
                 loading.append(float(np.max(1.0 - np.exp(ln_f) / (0.5 * c_ha))))
+        phi, charge = self._phi_fn(z, p, ref)
         return OperatingPoint(
             setpoints={v.name: float(p[fs.parameters.index(v.parameter)]) for v in self.variables},
             kpis=kpis,
-            objective_value=float(self._phi_fn(z, p)),
+            objective_value=float(phi),
             economics=self.economics.evaluate(z, p),
             max_loading_fraction=max(loading) if loading else math.nan,
+            inventory=self.inventory.evaluate(z, p),
+            inventory_charge=float(charge),
         )
 
     def _active(

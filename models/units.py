@@ -27,6 +27,7 @@ from typing import Final
 
 __all__ = [
     "HOURS_PER_DAY",
+    "HOURS_PER_YEAR",
     "KELVIN_AT_0C",
     "L_PER_M3",
     "REFERENCE_TEMPERATURE_K",
@@ -44,6 +45,7 @@ __all__ = [
 L_PER_M3: Final = 1000.0
 SECONDS_PER_HOUR: Final = 3600.0
 HOURS_PER_DAY: Final = 24.0
+HOURS_PER_YEAR: Final = 8760.0  # 365 days, for rates quoted per year
 KELVIN_AT_0C: Final = 273.15
 REFERENCE_TEMPERATURE_K: Final = 298.15
 

@@ -19,6 +19,7 @@ from models.errors import ComputationError, InfeasibleError
 from models.flowsheet import Flowsheet
 from models.optimisation import OptimisationOptions, OptimisationResult, SetpointOptimiser
 from models.steady import SteadyResult
+from twin.safety import WRITE_HORIZON_H
 from twin.service import Advice
 
 __all__ = ["OptimiserAdvisor"]
@@ -31,17 +32,24 @@ class OptimiserAdvisor:
 
     def __init__(self, flowsheet: Flowsheet, options: OptimisationOptions | None = None) -> None:
         self.fs = flowsheet
-        # defaults for proposals to operators: moves within 4 h of each variable's rate rule, and a
-        # fifth of every product's allowed impurity (and loss) kept in reserve against model error
-        self.options = options or OptimisationOptions(move_horizon_h=4.0, spec_backoff=0.2)
+        # defaults for proposals to operators: moves within what the safety gate lets one write
+        # move (so that what is written is what was optimised), and a fifth of every product's
+        # allowed impurity (and loss) kept in reserve against model error
+        self.options = options or OptimisationOptions(move_horizon_h=WRITE_HORIZON_H, spec_backoff=0.2)
         self.optimiser = SetpointOptimiser(flowsheet, self.options)
         self._last: OptimisationResult | None = None
         self._anchor: tuple[np.ndarray, np.ndarray] | None = None
 
     def advise(self, z: np.ndarray, p: np.ndarray, current: Mapping[str, float]) -> Advice:
-        """Optimise from stage state ``z`` and parameters ``p`` (estimated)."""
+        """Optimise from stage state ``z`` and parameters ``p`` (estimated), with the manipulated
+        variables at their ``current`` setpoints (by parameter name): the move limits are measured
+        from the setpoints the safety gate measures them from, not from noisy flow readings."""
+        p = np.asarray(p, dtype=float).copy()
+        for name, value in current.items():
+            if name in self.fs.parameters.names and np.isfinite(value):
+                p[self.fs.parameters.index(name)] = value
         try:
-            steady_now = self._steady_now(np.asarray(z, dtype=float), np.asarray(p, dtype=float))
+            steady_now = self._steady_now(np.asarray(z, dtype=float), p)
             res = self.optimiser.optimise(
                 p_current=np.asarray(p), z_current=np.asarray(z), current=steady_now, warm=self._last
             )
@@ -60,6 +68,9 @@ class OptimiserAdvisor:
             predicted[f"{k.name}.recovery"] = k.recovery
         predicted[f"objective.{res.objective.value}"] = res.optimum.objective_value
         predicted["objective.improvement"] = res.improvement
+        held_now, held_opt = res.current.inventory, res.optimum.inventory
+        predicted["inventory.kg_reo"] = held_opt.kg_reo
+        predicted["inventory.change_kg_reo"] = held_opt.kg_reo - held_now.kg_reo
         moves = [
             f"{name} {current.get(name, float('nan')):.4g} -> {value:.4g}"
             for name, value in setpoints.items()
@@ -70,6 +81,7 @@ class OptimiserAdvisor:
         reason = (
             f"{res.objective.value}: {res.improvement:+.4g} {res.objective.unit} by "
             + (", ".join(moves) if moves else "holding the current setpoints")
+            + f"; stage inventory {held_now.kg_reo:.4g} -> {held_opt.kg_reo:.4g} kg REO"
             + (f". Active: {worth}" if worth else "")
         )
         return Advice(True, setpoints, predicted, active, reason)

@@ -8,7 +8,7 @@ otherwise (the twin then holds the last good setpoints and records why):
 - the optimisation behind the proposal succeeded;
 - each new setpoint lies within the manipulated variable's bounds and moves no more than
   ``max_rate_per_h`` times the hours since that variable last moved (move limit), and at most
-  ``max_rate_per_h x 1 h`` in one write (the plant's own rate rule).
+  ``max_rate_per_h x WRITE_HORIZON_H`` in one write (the plant's own rate rule).
 """
 
 from __future__ import annotations
@@ -16,10 +16,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from models.spec import ManipulatedSpec
 
-__all__ = ["GateDecision", "SafetyGate"]
+__all__ = ["WRITE_HORIZON_H", "GateDecision", "SafetyGate"]
+
+WRITE_HORIZON_H: Final = 1.0
+"""Hours of each variable's ``max_rate_per_h`` that one write may move (the plant's rate rule).
+The advisor limits its proposals to the same move, so that the point written is the point the
+optimiser evaluated (a larger proposal clipped per variable is a point nobody checked)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ class SafetyGate:
             target = value
             if now is not None and mv.max_rate_per_h is not None:
                 since = plant_time_h - self.last_move_h.get(name, -math.inf)
-                allowed = mv.max_rate_per_h * min(max(since, 0.0), 1.0)
+                allowed = mv.max_rate_per_h * min(max(since, 0.0), WRITE_HORIZON_H)
                 if abs(value - now) > allowed:
                     target = now + math.copysign(allowed, value - now)
                     clipped[name] = target

@@ -40,6 +40,19 @@ def optimize(
         float | None,
         typer.Option("--oxalic-acid-usd-per-kg", help="Oxalic acid price (the scenarios have none: NOT_FOUND)."),
     ] = None,
+    capital_rate: Annotated[
+        float,
+        typer.Option(
+            "--capital-rate", help="Cost of the capital held in the stage inventory, per year (ESTIMATED 0.10)."
+        ),
+    ] = 0.10,
+    payback_hours: Annotated[
+        float | None,
+        typer.Option(
+            "--inventory-payback-hours",
+            help="Charge the inventory a move adds to the stages over this many hours (default: not charged).",
+        ),
+    ] = None,
     save: Annotated[Path | None, typer.Option("--save", help="Save the optimal steady state to this file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
 ) -> None:
@@ -57,7 +70,10 @@ def optimize(
             circuit=circuit,
             move_horizon_h=move_hours,
             spec_backoff=backoff,
-            economics=EconomicAssumptions(oxalic_acid_usd_per_kg=oxalic_price),
+            inventory_payback_h=payback_hours,
+            economics=EconomicAssumptions(
+                oxalic_acid_usd_per_kg=oxalic_price, inventory_capital_rate_per_year=capital_rate
+            ),
         )
         solver = SteadySolver(fs)
         optimiser = SetpointOptimiser(fs, options, solver=solver)
@@ -102,6 +118,12 @@ def optimize(
             typer.echo(
                 f"  objective {obj.value}: {result.current.objective_value:.4g} -> "
                 f"{result.optimum.objective_value:.4g} {obj.unit}"
+            )
+            held_now, held_opt = result.current.inventory, result.optimum.inventory
+            typer.echo(
+                f"  stage inventory: {held_now.kg_reo:.4g} -> {held_opt.kg_reo:.4g} kg REO "
+                f"({held_now.value_usd:.4g} -> {held_opt.value_usd:.4g} USD; charged "
+                f"{result.optimum.inventory_charge:.4g} {obj.unit} at the optimum)"
             )
             typer.echo("  setpoints (current -> optimal):")
             for var in result.decision_variables:

@@ -301,19 +301,20 @@ def test_closed_loop_writes_through_the_gate_move_the_plant_toward_spec(
         assert w.previous_value is not None
         assert w.previous_value == pytest.approx(design.value(name))
         step = w.value - w.previous_value
-        # the proposal's value, or as far toward it as the move limit lets it go
+        # within the move limit of one write; and the advisor proposes no more than that, so the
+        # value written is the value proposed (the point the optimiser evaluated), not clipped
         assert abs(step) <= rates[name] + 1e-9, (w.tag, step)
-        if w.value != pytest.approx(proposed, abs=1e-9):
-            assert abs(step) == pytest.approx(rates[name])
-            assert math.copysign(1, step) == math.copysign(1, proposed - w.previous_value)
+        assert w.value == pytest.approx(proposed, rel=1e-9, abs=1e-9), (w.tag, w.value, proposed)
         assert float(read[w.tag].value) == pytest.approx(w.value, rel=1e-9)  # the plant's SP reads it back
     # the plant's server audited each write, as the twin's user, with the value written, and no other
     audited = {(a.user, a.target, a.details["value"]) for a in plant_writes(plant, t0)}
     assert audited == {("operator", w.tag, w.value) for w in every_write if w.outcome is WriteOutcome.SUCCEEDED}
     assert any(e.source == "mode" and "closed_loop" in e.message for e in events)
-    # the Tb cut's true purity rose toward its spec (it held at the design setpoints before)
-    assert at_write["products"]["Tb_cut"]["purity"] < start["products"]["Tb_cut"]["purity"] + 0.01
-    assert after["products"]["Tb_cut"]["purity"] > at_write["products"]["Tb_cut"]["purity"] + 0.02
+    # the Tb cut's true purity rose toward its spec (it held at the design setpoints before); one
+    # write moves each variable by at most an hour of its rate (the proposal is limited to that
+    # too), so one cycle raises it by about 0.01 in 20 plant hours, not to the spec
+    assert at_write["products"]["Tb_cut"]["purity"] < start["products"]["Tb_cut"]["purity"] + 0.005
+    assert after["products"]["Tb_cut"]["purity"] > at_write["products"]["Tb_cut"]["purity"] + 0.005
 
 
 # ----------------------------------------------------------------------------------------------- 4
