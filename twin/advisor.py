@@ -2,19 +2,22 @@
 
 :class:`OptimiserAdvisor` implements :class:`twin.service.SetpointAdvisor` with
 :class:`models.optimisation.SetpointOptimiser`: it optimises from the estimated stage state and
-parameters (feed basket, extractant, separation-factor offsets as estimated), with move limits
-around the current setpoints, and words the proposal for an operator: what changes, what it is
-predicted to do, which constraints are active and what relaxing them is worth. A specification
-that cannot be met is reported as a failed advice naming it (the twin then holds).
+parameters (feed basket, extractant, separation-factor offsets as estimated), with the
+manipulated variables at the setpoints in force and move limits of one write around them, and
+words the proposal for an operator: what changes, what it is predicted to do, which constraints
+are active and what relaxing them is worth. A specification that cannot be met is reported as a
+failed advice naming it (the twin then holds).
 
 The optimum is a steady state; a cascade takes hundreds of hours to get there, and the way there
-can take a product far off spec (the twin's closed-loop run I: moves toward a well-placed optimum
-took the Tb cut from 0.94 to 0.83 purity and kept it off spec for 200 h). So each proposal is
-checked on the path: the dynamic model runs ``dynamic_check_h`` hours from the estimated state
-with the proposed setpoints and with the setpoints held, and a move may not take any product
-below the lower of its specification and the lowest purity it would reach if held. A move that
-fails is shortened (half, a quarter of the way) and, if none passes, the current setpoints are
-proposed: hold, with the reason.
+can take a product far off spec (closed-loop run I, docs/twin.md: moves toward a well-placed
+optimum took the Tb cut from 0.94 to 0.83 purity and kept it off spec for 200 h). So, with a
+``dynamic_check_h`` horizon (:mod:`twin.path`):
+
+- every optimised move is checked on its path and shortened or refused when it would take a
+  product below the lower of its spec and its lowest if held;
+- while a product is off spec now (in the estimate), the advisor does not optimise the steady
+  economics: it proposes the recovery move, the move of one write that raises the off-spec
+  products' mean purity over the horizon, checked the same way, or holds when none helps.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from models.dynamics import DynamicModel, DynamicOptions
 from models.errors import ComputationError, InfeasibleError
 from models.flowsheet import Flowsheet
 from models.optimisation import OptimisationOptions, OptimisationResult, SetpointOptimiser
 from models.steady import SteadyResult
+from twin.path import PURITY_TOLERANCE, PathModel, PathOutcome
 from twin.safety import WRITE_HORIZON_H
 from twin.service import Advice
 
@@ -47,20 +50,14 @@ class OptimiserAdvisor:
     options
         The optimiser's options (default: one write's move limits, 20 % spec back-off).
     dynamic_check_h
-        Plant hours over which a proposal's path is checked (module docstring); None: not checked.
+        Plant hours of the path check and of the recovery move (module docstring); None: neither.
     """
-
-    #: Fractions of the way to the optimum tried on the path check, in order.
-    STEP_FRACTIONS = (1.0, 0.5, 0.25)
-    #: Purity a checked path may lose below the reference (numerical noise of two integrations).
-    PURITY_TOLERANCE = 1e-4
 
     def __init__(
         self, flowsheet: Flowsheet, options: OptimisationOptions | None = None, *, dynamic_check_h: float | None = 48.0
     ) -> None:
         self.fs = flowsheet
-        self.dynamic_check_h = dynamic_check_h
-        self._dynamics: DynamicModel | None = None
+        self.path = PathModel(flowsheet, dynamic_check_h) if dynamic_check_h is not None else None
         # defaults for proposals to operators: moves within what the safety gate lets one write
         # move (so that what is written is what was optimised), and a fifth of every product's
         # allowed impurity (and loss) kept in reserve against model error
@@ -70,22 +67,31 @@ class OptimiserAdvisor:
         self._anchor: tuple[np.ndarray, np.ndarray] | None = None
 
     def advise(self, z: np.ndarray, p: np.ndarray, current: Mapping[str, float]) -> Advice:
-        """Optimise from stage state ``z`` and parameters ``p`` (estimated), with the manipulated
+        """Setpoints from stage state ``z`` and parameters ``p`` (estimated), with the manipulated
         variables at their ``current`` setpoints (by parameter name): the move limits are measured
         from the setpoints the safety gate measures them from, not from noisy flow readings."""
+        z = np.asarray(z, dtype=float)
         p = np.asarray(p, dtype=float).copy()
         for name, value in current.items():
             if name in self.fs.parameters.names and np.isfinite(value):
                 p[self.fs.parameters.index(name)] = value
         try:
-            steady_now = self._steady_now(np.asarray(z, dtype=float), p)
-            res = self.optimiser.optimise(
-                p_current=np.asarray(p), z_current=np.asarray(z), current=steady_now, warm=self._last
-            )
+            if self.path is not None:
+                now = self.path.purity_now(z, p)
+                products = self.fs.spec.products
+                off = [ps.name for ps in products if ps.purity_min is not None and now[ps.name] < ps.purity_min]
+                if off:
+                    return self._recovery(z, p, off, now)
+            return self._optimised(z, p, current)
         except InfeasibleError as exc:
             return Advice(False, {}, {}, (), "specification cannot be met", exc.message)
         except ComputationError as exc:
             return Advice(False, {}, {}, (), "optimisation failed", exc.message)
+
+    def _optimised(self, z: np.ndarray, p: np.ndarray, current: Mapping[str, float]) -> Advice:
+        """The steady optimum's move (checked on its path)."""
+        steady_now = self._steady_now(z, p)
+        res = self.optimiser.optimise(p_current=p, z_current=z, current=steady_now, warm=self._last)
         if not res.success:
             return Advice(False, {}, {}, (), "optimisation failed", res.message)
         self._last = res
@@ -95,22 +101,16 @@ class OptimiserAdvisor:
         for k in res.optimum.kpis:
             predicted[f"{k.name}.purity"] = k.purity
             predicted[f"{k.name}.recovery"] = k.recovery
-        path_note = ""
-        if self.dynamic_check_h is not None:
-            try:
-                fraction, lowest, path_note = self.check_path(np.asarray(z, dtype=float), p, res.parameters)
-            except ComputationError as exc:
-                return Advice(False, {}, {}, (), "path check failed", exc.message)
-            setpoints = {n: float(p[self.fs.parameters.index(n)] + fraction * (v - p[self.fs.parameters.index(n)]))
-                         for n, v in setpoints.items()}
-            for name, value in lowest.items():
-                predicted[f"{name}.lowest_purity_{self.dynamic_check_h:g}h"] = value
-            predicted["path.fraction_of_move"] = fraction
+        note = ""
+        if self.path is not None:
+            fraction, path, note = self.path.check(z, p, res.parameters)
+            setpoints = {n: float(p[self._i(n)] + fraction * (v - p[self._i(n)])) for n, v in setpoints.items()}
+            self._path_effect(predicted, path, fraction)
             if fraction < 1.0:
                 # the steady KPIs of the shortened move, not of the optimum
                 p_step = p.copy()
                 for name, value in setpoints.items():
-                    p_step[self.fs.parameters.index(name)] = value
+                    p_step[self._i(name)] = value
                 step = self.optimiser.steady_solver.solve(p_step, z0=res.z, p0=res.parameters)
                 if step.success:
                     for prod in step.products:
@@ -121,54 +121,68 @@ class OptimiserAdvisor:
         held_now, held_opt = res.current.inventory, res.optimum.inventory
         predicted["inventory.kg_reo"] = held_opt.kg_reo
         predicted["inventory.change_kg_reo"] = held_opt.kg_reo - held_now.kg_reo
+        active = tuple(a.name for a in res.active_constraints)
+        worth = "; ".join(a.statement for a in res.active_constraints[:3])
+        reason = (
+            f"{res.objective.value}: {res.improvement:+.4g} {res.objective.unit} at the optimum by "
+            + self._moves(setpoints, current)
+            + f"; stage inventory {held_now.kg_reo:.4g} -> {held_opt.kg_reo:.4g} kg REO"
+            + (f". Active: {worth}" if worth else "")
+            + (f". {note}" if note else "")
+        )
+        return Advice(True, setpoints, predicted, active, reason)
+
+    def _recovery(self, z: np.ndarray, p: np.ndarray, off: list[str], now: Mapping[str, float]) -> Advice:
+        """The recovery move for the products off spec now (module docstring), or a hold."""
+        assert self.path is not None
+        current = {m.variable: float(p[self._i(m.variable)]) for m in self.fs.spec.manipulated}
+        moves = {
+            m.variable: (m.max_rate_per_h * WRITE_HORIZON_H, m.min, m.max)
+            for m in self.fs.spec.manipulated
+            if m.max_rate_per_h is not None
+        }
+        p_new, held = self.path.recovery_move(z, p, off, moves)
+        fraction, path, note = self.path.check(z, p, p_new, held=held)
+        gain = sum(path.mean[n] - held.mean[n] for n in off)
+        if fraction == 0.0 or gain <= PURITY_TOLERANCE:
+            fraction, path = 0.0, held
+            note = note or f"no move of one write raises their mean purity over {self.path.hours:g} h"
+        setpoints = {n: float(v + fraction * (p_new[self._i(n)] - v)) for n, v in current.items()}
+        predicted: dict[str, float] = {f"{n}.purity": path.final[n] for n in path.final}
+        self._path_effect(predicted, path, fraction)
+        predicted["recovery.mean_purity_gain"] = gain if fraction > 0.0 else 0.0
+        shortfall = ", ".join(
+            f"{ps.name} {now[ps.name]:.4f} < {ps.purity_min:g}" for ps in self.fs.spec.products if ps.name in off
+        )
+        reason = (
+            f"off spec now ({shortfall}): "
+            + (
+                f"recovery move {self._moves(setpoints, current)}, their mean purity over the next "
+                f"{self.path.hours:g} h +{gain:.4g} against holding"
+                if fraction > 0.0
+                else "holding"
+            )
+            + (f". {note}" if note else "")
+        )
+        return Advice(True, setpoints, predicted, (), reason)
+
+    def _path_effect(self, predicted: dict[str, float], path: PathOutcome, fraction: float) -> None:
+        assert self.path is not None
+        for name, value in path.lowest.items():
+            predicted[f"{name}.lowest_purity_{self.path.hours:g}h"] = value
+        predicted["path.fraction_of_move"] = fraction
+
+    def _i(self, name: str) -> int:
+        return self.fs.parameters.index(name)
+
+    @staticmethod
+    def _moves(setpoints: Mapping[str, float], current: Mapping[str, float]) -> str:
         moves = [
             f"{name} {current.get(name, float('nan')):.4g} -> {value:.4g}"
             for name, value in setpoints.items()
             if abs(value - current.get(name, value)) > 1e-9 * max(1.0, abs(value))
         ]
-        active = tuple(a.name for a in res.active_constraints)
-        worth = "; ".join(a.statement for a in res.active_constraints[:3])
-        reason = (
-            f"{res.objective.value}: {res.improvement:+.4g} {res.objective.unit} by "
-            + (", ".join(moves) if moves else "holding the current setpoints")
-            + f"; stage inventory {held_now.kg_reo:.4g} -> {held_opt.kg_reo:.4g} kg REO"
-            + (f". Active: {worth}" if worth else "")
-            + path_note
-        )
-        return Advice(True, setpoints, predicted, active, reason)
-
-    def check_path(self, z: np.ndarray, p_now: np.ndarray, p_opt: np.ndarray) -> tuple[float, dict[str, float], str]:
-        """The fraction of the move from ``p_now`` to ``p_opt`` that passes the path check
-        (module docstring), each product's lowest purity on that path, and a note for the reason."""
-        assert self.dynamic_check_h is not None
-        if self._dynamics is None:
-            self._dynamics = DynamicModel(self.fs, DynamicOptions(output_interval_h=2.0))
-        hours = self.dynamic_check_h
-
-        def lowest(p: np.ndarray) -> dict[str, float]:
-            run = self._dynamics.simulate(z, hours, p=p)  # type: ignore[union-attr]
-            return {name: float(np.min(v)) for name, v in run.product_purity.items()}
-
-        held = lowest(p_now)
-        floor = {ps.name: min(ps.purity_min, held[ps.name]) if ps.purity_min is not None else -np.inf
-                 for ps in self.fs.spec.products}
-        worst = ""
-        for fraction in self.STEP_FRACTIONS:
-            path = lowest(p_now + fraction * (p_opt - p_now))
-            short = [n for n, v in path.items() if v < floor[n] - self.PURITY_TOLERANCE]
-            if not short:
-                note = "" if fraction == 1.0 else (
-                    f". Shortened to {fraction:g} of the move: the whole move takes {worst} within {hours:g} h"
-                )
-                return fraction, path, note
-            if not worst:
-                worst = ", ".join(f"{n} down to {path[n]:.4f} purity" for n in short)
-        return 0.0, held, (
-            f". Holding: every move toward the optimum tried takes {worst} within {hours:g} h, below "
-            "the lower of its spec and its lowest if held ("
-            + ", ".join(f"{n} {floor[n]:.4f}" for n in floor if np.isfinite(floor[n]))
-            + ")"
-        )
+        return ", ".join(moves) if moves else "holding the current setpoints"
 
     def _steady_now(self, z: np.ndarray, p: np.ndarray) -> SteadyResult:
         """The steady state at the estimated parameters, the starting point of the optimisation.
