@@ -160,7 +160,7 @@ class OptimiserAdvisor:
                 f"recovery move {self._moves(setpoints, current)}, their mean purity over the next "
                 f"{self.path.hours:g} h +{gain:.4g} against holding"
                 if fraction > 0.0
-                else "holding"
+                else "no recovery move taken"
             )
             + (f". {note}" if note else "")
         )
