@@ -38,7 +38,13 @@ from models.elements import reo_purity
 from models.errors import ConvergenceError, InputError
 from models.flowsheet import Flowsheet
 from models.labelled import LabelledVector
-from models.residual import ACID_SCALE_REF_MOL_PER_L, FLOOR_MOL_PER_H, Residual, symbolic_stage_values
+from models.residual import (
+    ACID_SCALE_REF_MOL_PER_L,
+    FLOOR_MOL_PER_H,
+    Residual,
+    symbolic_metal_holdups,
+    symbolic_stage_values,
+)
 
 __all__ = ["DynamicModel", "DynamicOptions", "DynamicResult", "Move", "PlantState"]
 
@@ -240,10 +246,10 @@ class DynamicModel:
         flows = fs.flows_function(p)
         out = []
         stages = symbolic_stage_values(fs, z, p)
-        for c, (lay, (ln_x, ln_d, acid, _)) in enumerate(zip(fs.circuits, stages, strict=True)):
-            n = lay.n_el
+        held = symbolic_metal_holdups(fs, z, p)
+        for c, (m, (ln_x, ln_d, acid, _)) in enumerate(zip(held, stages, strict=True)):
             va, vo = flows[1 + 7 * c + 5], flows[1 + 7 * c + 6]
-            ln_m = ca.log(ca.repmat(va, n, 1) * ca.exp(ln_x) + ca.repmat(vo, n, 1) * ca.exp(ln_x + ln_d))
+            ln_m = ca.log(m)
             r = ca.DM(self.residual.release[c]).T
             q = va * acid - vo * ca.mtimes(r, ca.exp(ln_x + ln_d))
             out += [ca.vec(ln_m), ca.vec(q)]

@@ -57,6 +57,7 @@ from models.flowsheet import Flowsheet
 from models.kpi import ProductKpis
 from models.prices import PriceScenario, PriceStatus, load_scenario
 from models.provenance import Provenance, ProvenanceClass
+from models.units import G_PER_KG, L_PER_M3
 
 __all__ = [
     "EconomicAssumptions",
@@ -74,8 +75,6 @@ HCL_G_PER_MOL = 36.458
 NAOH_G_PER_MOL = 39.997
 NH3_G_PER_MOL = 17.031
 OXALIC_DIHYDRATE_G_PER_MOL = 126.065
-_G_PER_KG = 1000.0
-_L_PER_M3 = 1000.0
 
 
 class SaponificationBase(StrEnum):
@@ -333,7 +332,7 @@ class Economics:
         for lay in fs.circuits:
             c = lay.name
             if self._hcl is not None:
-                kg = HCL_G_PER_MOL / _G_PER_KG
+                kg = HCL_G_PER_MOL / G_PER_KG
                 terms.append(
                     (f"{c}.HCl_scrub", P(f"{c}.scrub_flow_l_per_h") * P(f"{c}.scrub_acid_mol_per_l") * kg * self._hcl)
                 )
@@ -349,16 +348,16 @@ class Economics:
                 terms.append(
                     (
                         f"{c}.{a.saponification_base.value}_saponification",
-                        mol * self._base_g_per_mol / _G_PER_KG * self._base,
+                        mol * self._base_g_per_mol / G_PER_KG * self._base,
                     )
                 )
             # organic lost with the aqueous leaving this circuit (raffinate, strip liquor)
             aq_out = sum(
                 (weights[o.weight] for o in fs.outlets if o.circuit == lay.index and o.phase == "aq"), ca.MX(0.0)
             )
-            lost_l_per_h = a.organic_loss_l_per_m3_aqueous * aq_out / _L_PER_M3
+            lost_l_per_h = a.organic_loss_l_per_m3_aqueous * aq_out / L_PER_M3
             ext = lay.system.extractant
-            ext_kg_per_l = P(f"{c}.extractant_mol_per_l") * ext.molar_mass_g_per_mol / _G_PER_KG
+            ext_kg_per_l = P(f"{c}.extractant_mol_per_l") * ext.molar_mass_g_per_mol / G_PER_KG
             dil_frac = 1.0 - ext_kg_per_l / ext.density_kg_per_l
             if self._extractant is not None:
                 terms.append((f"{c}.extractant_loss", lost_l_per_h * ext_kg_per_l * self._extractant))
@@ -373,7 +372,7 @@ class Economics:
                 for i, s in enumerate(els):
                     if element(s).in_treo:
                         re_mol = re_mol + flux[i]
-            oxalic_kg: ca.MX = re_mol * (a.oxalic_acid_mol_per_mol_re * OXALIC_DIHYDRATE_G_PER_MOL / _G_PER_KG)
+            oxalic_kg: ca.MX = re_mol * (a.oxalic_acid_mol_per_mol_re * OXALIC_DIHYDRATE_G_PER_MOL / G_PER_KG)
             terms.append(("oxalic_acid", oxalic_kg * self._oxalic))
         return terms
 
@@ -385,7 +384,7 @@ class Economics:
             for s, flux in fluxes.items():
                 el = element(s)
                 price = self.scenario.usd_per_kg(el.oxide) or 0.0
-                value = value + flux * el.oxide_g_per_mol_element / _G_PER_KG * price
+                value = value + flux * el.oxide_g_per_mol_element / G_PER_KG * price
             out.append((ps.name, value))
         return out
 
@@ -399,7 +398,7 @@ class Economics:
                 el = element(s)
                 if el.in_treo:
                     conc = p[fs.parameters.index(f"{f.name}.conc_mol_per_l.{s}")]
-                    total = total + flow * conc * el.oxide_g_per_mol_element / _G_PER_KG
+                    total = total + flow * conc * el.oxide_g_per_mol_element / G_PER_KG
         return total
 
     @cached_property

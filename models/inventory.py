@@ -30,11 +30,11 @@ import numpy.typing as npt
 from models.elements import element
 from models.flowsheet import Flowsheet
 from models.prices import PriceScenario
-from models.residual import symbolic_stage_values
+from models.residual import symbolic_metal_holdups
+from models.units import G_PER_KG
 
 __all__ = ["Inventory", "InventoryBreakdown"]
 
-_G_PER_KG = 1000.0
 Array = npt.NDArray[np.float64]
 
 
@@ -79,8 +79,12 @@ class Inventory:
         self.scenario = scenario
         els = {s for lay in flowsheet.circuits for s in lay.elements if element(s).in_treo}
         self.elements: tuple[str, ...] = tuple(sorted(els, key=lambda s: element(s).z))
-        self.unpriced: tuple[str, ...] = tuple(
-            s for s in self.elements if scenario.usd_per_kg(element(s).oxide) is None
+        unpriced = [element(s).oxide for s in self.elements if scenario.usd_per_kg(element(s).oxide) is None]
+        self.warnings: tuple[str, ...] = (
+            (f"stage inventory: {', '.join(unpriced)} not priced in scenario {scenario.name!r} (NOT_FOUND); "
+             "valued at 0",)
+            if unpriced
+            else ()
         )
 
     @cached_property
@@ -89,15 +93,12 @@ class Inventory:
         fs = self.fs
         z = ca.MX.sym("z", fs.n_unknowns)
         p = ca.MX.sym("p", len(fs.parameters))
-        flows = fs.flows_function(p)
         kg: dict[str, Any] = {s: ca.MX(0.0) for s in self.elements}
-        for c, (lay, (ln_x, ln_d, _, _)) in enumerate(zip(fs.circuits, symbolic_stage_values(fs, z, p), strict=True)):
-            va, vo = flows[1 + 7 * c + 5], flows[1 + 7 * c + 6]
-            held = ca.repmat(va, lay.n_el, 1) * ca.exp(ln_x) + ca.repmat(vo, lay.n_el, 1) * ca.exp(ln_x + ln_d)
+        for lay, held in zip(fs.circuits, symbolic_metal_holdups(fs, z, p), strict=True):
             mol = ca.sum2(held)
             for i, s in enumerate(lay.elements):
                 if s in kg:
-                    kg[s] = kg[s] + mol[i] * element(s).oxide_g_per_mol_element / _G_PER_KG
+                    kg[s] = kg[s] + mol[i] * element(s).oxide_g_per_mol_element / G_PER_KG
         kg_v = ca.vertcat(*kg.values()) if kg else ca.MX(0, 1)
         prices = [self.scenario.usd_per_kg(element(s).oxide) or 0.0 for s in self.elements]
         value = ca.dot(kg_v, ca.DM(prices)) if kg else ca.MX(0.0)

@@ -1218,7 +1218,7 @@ class SetpointOptimiser:
         v_opt = np.clip(x_opt[fs.n_unknowns :], lbx[fs.n_unknowns :], ubx[fs.n_unknowns :])
         p_opt = p_now.copy()
         p_opt[self._sel_idx] = self._u0 + self._su * v_opt
-        warnings = list(self.economics.warnings)
+        warnings = [*self.economics.warnings, *self.inventory.warnings]
         steady_opt: SteadyResult | None = None
         if self.options.verify:
             # Newton from the optimiser's state (a continuation from there, when Newton fails,

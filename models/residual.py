@@ -472,6 +472,19 @@ def symbolic_stage_values(fs: Flowsheet, z: ca.MX, p: ca.MX) -> list[tuple[ca.MX
     return out
 
 
+def symbolic_metal_holdups(fs: Flowsheet, z: ca.MX, p: ca.MX) -> list[ca.MX]:
+    """Per circuit, the metal each stage holds, mol (elements x stages): aqueous plus organic
+    holdup volume times the phase concentrations. Shared by the dynamic model's differential
+    states and the stage inventory (:mod:`models.inventory`)."""
+    flows = fs.flows_function(p)
+    out = []
+    for c, (lay, (ln_x, ln_d, _, _)) in enumerate(zip(fs.circuits, symbolic_stage_values(fs, z, p), strict=True)):
+        va, vo = flows[1 + 7 * c + 5], flows[1 + 7 * c + 6]
+        n = lay.n_el
+        out.append(ca.repmat(va, n, 1) * ca.exp(ln_x) + ca.repmat(vo, n, 1) * ca.exp(ln_x + ln_d))
+    return out
+
+
 def symbolic_residual(flowsheet: Flowsheet) -> ca.Function:
     """The steady residual ``R(z, p)`` as a CasADi MX function (same equations as :class:`Residual`).
 

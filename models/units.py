@@ -26,6 +26,7 @@ import math
 from typing import Final
 
 __all__ = [
+    "G_PER_KG",
     "HOURS_PER_DAY",
     "HOURS_PER_YEAR",
     "KELVIN_AT_0C",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 L_PER_M3: Final = 1000.0
+G_PER_KG: Final = 1000.0
 SECONDS_PER_HOUR: Final = 3600.0
 HOURS_PER_DAY: Final = 24.0
 HOURS_PER_YEAR: Final = 8760.0  # 365 days, for rates quoted per year

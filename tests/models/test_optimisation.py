@@ -4,6 +4,7 @@ agree with re-solves, the minimum-reflux bound of countercurrent theory, infeasi
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import casadi as ca
@@ -308,3 +309,23 @@ def test_priced_inventory_keeps_the_margin_optimum_off_the_fold(tb_dy, margin_re
     carrying = opt.value_usd * 0.10 / 8760.0
     assert payback.optimum.inventory_charge == pytest.approx(carrying + (opt.value_usd - now.value_usd) / 240.0)
     assert payback.current.inventory_charge == pytest.approx(now.value_usd * 0.10 / 8760.0)
+
+
+def test_an_unpriced_element_in_the_inventory_is_valued_at_zero_and_said_so(tb_dy) -> None:
+    """A scenario without a Dy2O3 price: the inventory's value drops by exactly the Dy held times
+    the Dy2O3 price, and the warning names the oxide."""
+    fs, _, design = tb_dy
+    z, p = design.z, design.parameters.values
+    priced = load_scenario("china_domestic")
+    unpriced = replace(
+        priced, prices={**priced.prices, "Dy2O3": replace(priced.prices["Dy2O3"], usd_per_kg=None)}
+    )
+    full = Inventory(fs, priced)
+    partial = Inventory(fs, unpriced)
+    assert full.warnings == ()
+    assert len(partial.warnings) == 1
+    assert "Dy2O3 not priced" in partial.warnings[0]
+    a, b = full.evaluate(z, p), partial.evaluate(z, p)
+    assert a.kg_reo_by_element == b.kg_reo_by_element
+    dy_value = a.kg_reo_by_element["Dy"] * priced.usd_per_kg("Dy2O3")
+    assert a.value_usd - b.value_usd == pytest.approx(dy_value, rel=1e-12)
