@@ -17,7 +17,7 @@ from typing import Any
 from models.chemistry import ChemistrySystem, Family
 from models.elements import ALL_ELEMENTS
 from models.errors import ParameterError
-from models.parameters import CSV_COLUMNS, ELEMENT_PARAMETERS, SHARED_PARAMETERS
+from models.parameters import CSV_COLUMNS, ELEMENT_PARAMETERS, SHARED_PARAMETERS, shared_value
 
 __all__ = ["catalogue_entry_toml", "system_csv_text"]
 
@@ -34,6 +34,9 @@ _UNITS = {
     "activity_c3": "(kg/mol)^3",
     "activity_c4": "(kg/mol)^4",
     "activity_valid_i_mol_per_l": "mol/L",
+    "cation_activity_a": "(kg/mol)^0.5",
+    "cation_activity_b": "(kg/mol)^0.5",
+    "cation_activity_epsilon_kg_per_mol": "kg/mol",
     "y_cap_fraction": "1",
     "log10_k_h": "log10 (mol/L)^-2",
     "valid_ph_low": "pH",
@@ -46,28 +49,6 @@ _UNITS = {
     "protons_released": "1",
     "constant": "",
 }
-
-
-def _shared_value(system: ChemistrySystem, name: str) -> float:
-    act = system.activity
-    if name == "extractant_molar_mass_g_per_mol":
-        return system.extractant.molar_mass_g_per_mol
-    if name == "extractant_density_kg_per_l":
-        return system.extractant.density_kg_per_l
-    if name == "activity_a":
-        return act.a
-    if name == "activity_b":
-        return act.b
-    if name.startswith("activity_c"):
-        k = int(name[-1])
-        return act.poly[k - 1] if len(act.poly) >= k else 0.0
-    if name == "activity_valid_i_mol_per_l":
-        return act.valid_ionic_strength_mol_per_l
-    if name == "valid_ph_low":
-        return system.valid_ph[0]
-    if name == "valid_ph_high":
-        return system.valid_ph[1]
-    return float(getattr(system, name))
 
 
 def _format(value: Any) -> str:
@@ -101,7 +82,7 @@ def system_csv_text(system: ChemistrySystem) -> str:
             [
                 name,
                 "",
-                _format(_shared_value(system, name)),
+                _format(shared_value(system, name)),
                 _UNITS.get(name, ""),
                 prov.cls.value,
                 prov.source,

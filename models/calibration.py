@@ -54,6 +54,7 @@ import scipy.linalg
 
 from models.chemistry import (
     ActivityModel,
+    CationActivity,
     ChemistrySystem,
     Family,
     ln_distribution,
@@ -65,6 +66,7 @@ from models.provenance import Provenance, ProvenanceClass
 from models.units import REFERENCE_TEMPERATURE_K
 
 __all__ = [
+    "NEA_SIT_RE3_CHLORIDE",
     "ZHAO86_HCL_ACTIVITY",
     "CalibrationOptions",
     "CalibrationResult",
@@ -92,6 +94,14 @@ ZHAO86_HCL_ACTIVITY = ActivityModel(
 Phys.-Chim. Sin. 2(1) 30-36, doi:10.3866/PKU.WHXB19860105 (source key ZHAO86), fitted to emf data
 for 0.18-15 mol/kg; agrees with the Hamer & Wu (1972) table to 1 % (tests). Used with ionic strength
 in mol/L in place of the molality (2 % apart for 1 M HCl)."""
+
+NEA_SIT_RE3_CHLORIDE = CationActivity(a=0.509, b=1.5, epsilon_kg_per_mol=0.23)
+"""Activity coefficient of RE3+ in chloride by the specific ion interaction theory (source key
+NEA_SIT): Debye-Hückel term A = 0.509, B a_j = 1.5 (kg/mol)^0.5 at 25 degC (Grenthe, Plyasunov &
+Spahiu 1997); epsilon(Am3+, Cl-) = 0.23 +- 0.02 kg/mol from the NEA-TDB americium review
+(Silva et al. 1995; Guillaumont et al. 2003), used for the lanthanides and Y3+ by analogy (same
+charge, similar radius): ESTIMATED for RE3+. Used with ionic strength and chloride in mol/L in
+place of molalities."""
 
 _BOUNDS = {
     "log10_k": (-20.0, 20.0),
@@ -127,6 +137,8 @@ class CalibrationOptions:
         Fit ``log10_beta_cl``: D divided by ``1 + beta_Cl [Cl-]`` (chloride media only).
     hcl_activity
         Use the HCl activity coefficient (:data:`ZHAO86_HCL_ACTIVITY`) in the acidity term.
+    re_activity
+        Use the activity coefficient of RE3+ (:data:`NEA_SIT_RE3_CHLORIDE`, no fitted parameter).
     source_offsets
         Fit a level offset per study (sum zero over studies): a nuisance "laboratory effect".
         Not carried into the fitted system; cross-validation predicts a held-out study with
@@ -150,6 +162,7 @@ class CalibrationOptions:
     fit_ph_slope: bool = True
     chloride_complexation: bool = False
     hcl_activity: bool = True
+    re_activity: bool = True
     source_offsets: bool = True
     weighting: Weighting = Weighting.UNIFORM
     relative_concentration_error: float = 0.03
@@ -187,6 +200,7 @@ class CalibrationOptions:
             if self.chloride_complexation
             else "no chloro-complexation",
             "HCl activity ZHAO86" if self.hcl_activity else "no HCl activity correction",
+            "RE3+ activity NEA_SIT" if self.re_activity else "no RE3+ activity correction",
             "per-study offsets (not carried over)"
             if self.source_offsets
             else "no per-study offsets",
@@ -210,6 +224,7 @@ class CalibrationOptions:
             "fit_ph_slope": self.fit_ph_slope,
             "chloride_complexation": self.chloride_complexation,
             "hcl_activity": self.hcl_activity,
+            "re_activity": self.re_activity,
             "source_offsets": self.source_offsets,
             "weighting": self.weighting.value,
             "relative_concentration_error": self.relative_concentration_error,
@@ -394,6 +409,7 @@ def _build_problem(
     changes: dict[str, Any] = {
         "medium": data.medium,
         "activity": ZHAO86_HCL_ACTIVITY if options.hcl_activity else ActivityModel(),
+        "cation_activity": NEA_SIT_RE3_CHLORIDE if options.re_activity else CationActivity(),
         "log10_beta_cl": beta if beta is not None else -math.inf,
     }
     sym_system = base.with_elements(updates, **changes)
@@ -655,7 +671,8 @@ class CalibrationResult:
 
         Fitted values are DERIVED with source ``<data source key>+SXTWIN`` and the locus
         :meth:`locus`; shared constants kept from the base system keep their provenance; the
-        HCl activity coefficients (if used) are MEASURED, source ZHAO86.
+        HCl activity coefficients (if used) are MEASURED, source ZHAO86; the RE3+ activity terms (if
+        used) come from NEA_SIT, the interaction coefficient ESTIMATED (an Am3+ analogue).
 
         Parameters
         ----------
@@ -717,6 +734,21 @@ class CalibrationResult:
                     ProvenanceClass.MEASURED,
                     "molality basis, used with ionic strength in mol/L",
                 )
+        if self.options.re_activity:
+            for name in ("cation_activity_a", "cation_activity_b"):
+                prov[name] = Provenance(
+                    "NEA_SIT",
+                    "SIT Debye-Hückel term D = 0.509 sqrt(I)/(1 + 1.5 sqrt(I)) at 25 degC",
+                    ProvenanceClass.DERIVED,
+                    "molality basis, used with ionic strength in mol/L; z^2 = 9 for RE3+",
+                )
+            prov["cation_activity_epsilon_kg_per_mol"] = Provenance(
+                "NEA_SIT",
+                "epsilon(Am3+, Cl-) = 0.23 +- 0.02 kg/mol, NEA-TDB ion interaction coefficients "
+                "(rule: the Am3+ value for every RE3+ and Y3+)",
+                ProvenanceClass.ESTIMATED,
+                "the Am3+ value used for RE3+ and Y3+ by analogy (same charge, similar radius)",
+            )
         ph = [p.ph for p in self.points]
         for name, value in (("valid_ph_low", min(ph)), ("valid_ph_high", max(ph))):
             prov[name] = Provenance(
@@ -873,6 +905,7 @@ def calibrate(
         elements={s_: updates[s_] for s_ in elements},
         medium=data.medium,
         activity=ZHAO86_HCL_ACTIVITY if opts.hcl_activity else ActivityModel(),
+        cation_activity=NEA_SIT_RE3_CHLORIDE if opts.re_activity else CationActivity(),
         log10_beta_cl=params.get("log10_beta_cl", -math.inf),
         provenance={},
     )

@@ -17,13 +17,16 @@ T21 Eqs. 3-5 with the Alstad effective-concentration term)
 
     \log_{10} D_i = a_i + d_i\,(1/T - 1/T_0) - b_i \log_{10}(\gamma_H h)
         + n_i\,[\log_{10}(f/C_\mathrm{ref}) - A(\sqrt f - \sqrt{C_\mathrm{ref}})]
-        - \log_{10}(1 + \beta_\mathrm{Cl} [\mathrm{Cl^-}])
+        - \log_{10}(1 + \beta_\mathrm{Cl} [\mathrm{Cl^-}]) + \log_{10}\gamma_{M^{3+}}
 
 with the extractant balance :math:`f + \sum_i s_i y_i = C_\mathrm{HA}/2` (free dimer falls as the
 organic loads; :math:`s_i` dimers per ion, 3 for RE3+, so capacity is :math:`C_\mathrm{HA}/6`),
 :math:`b_i` the pH slope (nominally the charge :math:`z_i`), :math:`n_i` the apparent order in
 free dimer (fitted, nominally 3) and :math:`\gamma_H` the activity coefficient of HCl at the
-stage's ionic strength (1 outside chloride media). Saponification is the counter-ion Na+ (or
+stage's ionic strength (1 outside chloride media). :math:`\gamma_{M^{3+}}` is the activity
+coefficient of the trivalent cation in chloride by the specific ion interaction theory
+(:class:`CationActivity`; 1 when the system does not carry it): the aqueous RE3+ activity falls
+steeply with ionic strength, which is the concentration effect of batch data. Saponification is the counter-ion Na+ (or
 NH4+) as one more exchanged cation (:math:`z = 1`, one dimer per ion): a saponified organic
 carries Na in its organic phase and releases it against RE3+, so the apparent pH slope of RE
 extraction from a saponified organic is far below 3.
@@ -74,6 +77,7 @@ from models.units import REFERENCE_TEMPERATURE_K
 __all__ = [
     "SULFATE_KA2_MOL_PER_L",
     "ActivityModel",
+    "CationActivity",
     "ChemistrySystem",
     "ElementParameters",
     "Extractant",
@@ -146,6 +150,40 @@ class ActivityModel:
         log10_g = -self.a * s / (1.0 + self.b * s)
         for k, c in enumerate(self.poly, start=1):
             log10_g = log10_g + c * ionic_strength**k
+        return LN10 * log10_g
+
+
+@dataclass(frozen=True)
+class CationActivity:
+    r"""Activity coefficient of a trivalent cation in chloride media, specific ion interaction theory.
+
+    :math:`\log_{10}\gamma = -z^2 A\sqrt I/(1 + B\sqrt I) + \varepsilon\,[\mathrm{Cl^-}]` with
+    :math:`z = 3` (SIT; Grenthe, Plyasunov & Spahiu 1997, source key ``NEA_SIT``), :math:`I` the
+    ionic strength and :math:`[\mathrm{Cl^-}]` in mol/L (used in place of the molalities of the
+    theory). Applied to trivalent ions only (RE3+, Y3+); other ions (Na+) keep unit activity.
+    ``a = 0`` switches it off.
+
+    Attributes
+    ----------
+    a, b
+        Debye-Hückel coefficients of SIT, (kg/mol)^0.5 (0.509 and 1.5 at 25 degC).
+    epsilon_kg_per_mol
+        Ion interaction coefficient of M3+ with Cl-.
+    """
+
+    a: float = 0.0
+    b: float = 1.5
+    epsilon_kg_per_mol: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        """True when the correction is switched on."""
+        return self.a != 0.0 or self.epsilon_kg_per_mol != 0.0
+
+    def ln_gamma(self, ionic_strength: Any, chloride: Any) -> Any:
+        """Natural log of the activity coefficient of a trivalent cation (CasADi or float)."""
+        s = ca.sqrt(ionic_strength)
+        log10_g = -9.0 * self.a * s / (1.0 + self.b * s) + self.epsilon_kg_per_mol * chloride
         return LN10 * log10_g
 
 
@@ -228,6 +266,8 @@ class ChemistrySystem:
         MASS_ACTION chloro-complexation constant, log10 of L/mol (``-inf`` to switch off).
     activity
         Activity correction of the acid (chloride only).
+    cation_activity
+        MASS_ACTION in chloride: activity coefficient of the trivalent ions (off by default).
     y_cap_fraction
         SEPARATION_FACTOR: saturation loading as a fraction of C_HA/6.
     log10_k_h
@@ -248,6 +288,7 @@ class ChemistrySystem:
     alstad_a: float = 0.0
     log10_beta_cl: float = -math.inf
     activity: ActivityModel = field(default_factory=ActivityModel)
+    cation_activity: CationActivity = field(default_factory=CationActivity)
     y_cap_fraction: float = 0.9
     log10_k_h: float = -math.inf
     valid_ph: tuple[float, float] = (-math.inf, math.inf)
@@ -386,14 +427,22 @@ def ln_distribution(
         ln_gh = ln_h
         if system.activity.active and system.medium is Medium.CHLORIDE:
             ln_gh = ln_h + system.activity.ln_gamma(ionic_strength(h, [x[i] for i in range(len(symbols))], charges))
+        chloride = system.medium is Medium.CHLORIDE
+        xs = [x[i] for i in range(len(symbols))]
         cl_term = 0.0
-        if _switched_on(system.log10_beta_cl) and system.medium is Medium.CHLORIDE:
-            cl = anion_concentration(system.medium, h, [x[i] for i in range(len(symbols))], charges)
+        if _switched_on(system.log10_beta_cl) and chloride:
+            cl = anion_concentration(system.medium, h, xs, charges)
             cl_term = ca.log(1.0 + 10.0**system.log10_beta_cl * cl)
+        ln_g3 = 0.0
+        if system.cation_activity.active and chloride:
+            ln_g3 = system.cation_activity.ln_gamma(
+                ionic_strength(h, xs, charges), anion_concentration(system.medium, h, xs, charges)
+            )
         inv_t = 1.0 / temperature_k - 1.0 / REFERENCE_TEMPERATURE_K
-        for p in params:
+        for p, z in zip(params, charges, strict=True):
             log10_d = p.log10_k + p.temperature_coefficient_k * inv_t + p.extractant_order * extr
-            out.append(LN10 * log10_d - p.ph_slope * ln_gh - cl_term)
+            ln_gm = ln_g3 if z == 3.0 else 0.0
+            out.append(LN10 * log10_d - p.ph_slope * ln_gh - cl_term + ln_gm)
     elif system.family is Family.EMPIRICAL:
         dosage = (
             extractant_mol_per_l * system.extractant.molar_mass_g_per_mol / (10.0 * system.extractant.density_kg_per_l)

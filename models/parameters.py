@@ -13,7 +13,8 @@ from the element table and need no row.
 Shared parameter names: ``extractant_molar_mass_g_per_mol``,
 ``extractant_density_kg_per_l`` (both required), ``c_ref_dimer_mol_per_l``, ``alstad_a``, ``log10_beta_cl``,
 ``activity_a``, ``activity_b``, ``activity_c1`` .. ``activity_c4``,
-``activity_valid_i_mol_per_l``,
+``activity_valid_i_mol_per_l``, ``cation_activity_a``, ``cation_activity_b``,
+``cation_activity_epsilon_kg_per_mol``,
 ``y_cap_fraction``, ``log10_k_h``, ``valid_ph_low``, ``valid_ph_high``.
 Per-element names: the fields of :class:`models.chemistry.ElementParameters`.
 """
@@ -33,6 +34,7 @@ from typing import Any
 
 from models.chemistry import (
     ActivityModel,
+    CationActivity,
     ChemistrySystem,
     ElementParameters,
     Extractant,
@@ -49,6 +51,7 @@ __all__ = [
     "available_systems",
     "load_system",
     "parse_system_csv",
+    "shared_value",
     "system_csv_text",
 ]
 
@@ -65,6 +68,9 @@ SHARED_PARAMETERS = (
     "activity_c3",
     "activity_c4",
     "activity_valid_i_mol_per_l",
+    "cation_activity_a",
+    "cation_activity_b",
+    "cation_activity_epsilon_kg_per_mol",
     "y_cap_fraction",
     "log10_k_h",
     "valid_ph_low",
@@ -101,6 +107,32 @@ def system_csv_text(key: str) -> str:
             field="system",
         )
     return _data_text(str(meta["file"]))
+
+
+def shared_value(system: ChemistrySystem, name: str) -> float:
+    """The value of shared parameter ``name`` (one of :data:`SHARED_PARAMETERS`) in ``system``."""
+    act = system.activity
+    if name == "extractant_molar_mass_g_per_mol":
+        return system.extractant.molar_mass_g_per_mol
+    if name == "extractant_density_kg_per_l":
+        return system.extractant.density_kg_per_l
+    if name == "activity_a":
+        return act.a
+    if name == "activity_b":
+        return act.b
+    if name.startswith("activity_c"):
+        k = int(name[-1])
+        return act.poly[k - 1] if len(act.poly) >= k else 0.0
+    if name == "activity_valid_i_mol_per_l":
+        return act.valid_ionic_strength_mol_per_l
+    if name.startswith("cation_activity_"):
+        cat = system.cation_activity
+        return {"a": cat.a, "b": cat.b, "epsilon_kg_per_mol": cat.epsilon_kg_per_mol}[name[len("cation_activity_") :]]
+    if name == "valid_ph_low":
+        return system.valid_ph[0]
+    if name == "valid_ph_high":
+        return system.valid_ph[1]
+    return float(getattr(system, name))
 
 
 def parse_system_csv(
@@ -194,6 +226,11 @@ def build_system(meta: Mapping[str, Any], text: str, *, key: str, where: str) ->
         poly=tuple(float(sv.get(f"activity_c{k}", 0.0)) for k in range(1, 5)),
         valid_ionic_strength_mol_per_l=float(sv.get("activity_valid_i_mol_per_l", math.inf)),
     )
+    cation_activity = CationActivity(
+        a=float(sv.get("cation_activity_a", 0.0)),
+        b=float(sv.get("cation_activity_b", 1.5)),
+        epsilon_kg_per_mol=float(sv.get("cation_activity_epsilon_kg_per_mol", 0.0)),
+    )
     return ChemistrySystem(
         key=key,
         description=str(meta.get("description", "")),
@@ -205,6 +242,7 @@ def build_system(meta: Mapping[str, Any], text: str, *, key: str, where: str) ->
         alstad_a=float(sv.get("alstad_a", 0.0)),
         log10_beta_cl=float(sv.get("log10_beta_cl", -math.inf)),
         activity=activity,
+        cation_activity=cation_activity,
         y_cap_fraction=float(sv.get("y_cap_fraction", 0.9)),
         log10_k_h=float(sv.get("log10_k_h", -math.inf)),
         valid_ph=(float(sv.get("valid_ph_low", -math.inf)), float(sv.get("valid_ph_high", math.inf))),

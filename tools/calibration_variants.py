@@ -26,7 +26,12 @@ from models.equilibrium_data import load_llepe_data
 from models.parameters import load_system
 
 NO_SCREEN: dict[str, Any] = {"min_extracted_fraction": 0.0, "max_extracted_fraction": 1.0}
-PLAIN: dict[str, Any] = {"hcl_activity": False, "source_offsets": False, "fit_ph_slope": False}
+PLAIN: dict[str, Any] = {
+    "hcl_activity": False,
+    "re_activity": False,
+    "source_offsets": False,
+    "fit_ph_slope": False,
+}
 ROWS: list[tuple[str, dict[str, Any]]] = [
     ("a, n (b = 3)", {**NO_SCREEN, **PLAIN}),
     ("a, n, b", {**NO_SCREEN, **PLAIN, "fit_ph_slope": True}),
@@ -73,9 +78,16 @@ ROWS: list[tuple[str, dict[str, Any]]] = [
     ("screen: a, n, b, offsets", {**PLAIN, "fit_ph_slope": True, "source_offsets": True}),
     (
         "screen: a, n, b, offsets, beta_Cl, HCl activity",
-        {"fit_ph_slope": True, "source_offsets": True, "chloride_complexation": True},
+        {"re_activity": False, "fit_ph_slope": True, "source_offsets": True, "chloride_complexation": True},
     ),
-    ("**default**: screen, a, n, b, offsets, HCl activity", {}),
+    ("screen: a, n, b, offsets, HCl activity (P507-HCl)", {"re_activity": False}),
+    ("screen: a, n, b, RE3+ activity", {**PLAIN, "fit_ph_slope": True, "re_activity": True}),
+    (
+        "screen: a, n, b, offsets, RE3+ activity",
+        {**PLAIN, "fit_ph_slope": True, "source_offsets": True, "re_activity": True},
+    ),
+    ("screen: a, n (b = 3), offsets, HCl + RE3+ activity", {"fit_ph_slope": False}),
+    ("**default**: screen, a, n, b, offsets, HCl + RE3+ activity (P507-HCl-SIT)", {}),
 ]
 
 
@@ -103,10 +115,11 @@ def row(label: str, options: dict[str, Any]) -> str:
 
 
 def per_study() -> None:
-    """Fit a, n and b to each study alone (screened, uniform weights, no offsets)."""
+    """Fit a, n and b to each study alone (screened, uniform weights, no offsets), without and
+    with both activity corrections."""
     data, base = load_llepe_data(), load_system("P507-T21")
     sys.stdout.write(
-        "| study | N | elements | h0 range, M | HCl activity | RMSE | n | b |\n"
+        "| study | N | elements | h0 range, M | HCl + RE3+ activity | RMSE | n | b |\n"
         "|---|---|---|---|---|---|---|---|\n"
     )
     for study in data.sources:
@@ -114,7 +127,7 @@ def per_study() -> None:
         one = dataclasses.replace(data, points=points)
         h0 = sorted({p.feed_acidity_mol_per_l for p in points})
         for act in (False, True):
-            opts = CalibrationOptions(source_offsets=False, hcl_activity=act, cv_folds=2)
+            opts = CalibrationOptions(source_offsets=False, hcl_activity=act, re_activity=act, cv_folds=2)
             r = calibrate(one, base, opts)
             p, e = r.parameters, r.std_errors
             sys.stdout.write(
@@ -140,13 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         for screen, w, act, cl, b, off in itertools.product(
             (False, True), Weighting, (False, True), (False, True), (False, True), (False, True)
         ):
-            label = (
-                f"{'screen' if screen else 'all'} {w.value} act={int(act)} cl={int(cl)} "
-                f"b={int(b)} off={int(off)}"
-            )
+            label = f"{'screen' if screen else 'all'} {w.value} act={int(act)} cl={int(cl)} b={int(b)} off={int(off)}"
             options: dict[str, Any] = {
                 "weighting": w,
                 "hcl_activity": act,
+                "re_activity": act,
                 "chloride_complexation": cl,
                 "fit_ph_slope": b,
                 "source_offsets": off,

@@ -1,11 +1,13 @@
-"""Reproduce the shipped chemistry set ``P507-HCl`` (``models/data/p507_hcl.csv``).
+"""Reproduce the shipped chemistry sets ``P507-HCl`` and ``P507-HCl-SIT`` (``models/data/``).
 
 What it does (see docs/calibration.md):
 
 1. calibrates ``P507-T21`` to the LLEPE PC88A-HCl compilation with the default
-   :class:`models.calibration.CalibrationOptions` (the same fit as
-   ``sxtwin calibrate models/data/llepe_pc88a_hcl.csv --system P507-T21``): La, Ce, Pr, Nd, Sm,
-   Dy, Y and the shared n and b become DERIVED values;
+   :class:`models.calibration.CalibrationOptions` (with ``--re-activity``: the same fit as
+   ``sxtwin calibrate models/data/llepe_pc88a_hcl.csv --system P507-T21``, giving
+   ``P507-HCl-SIT``; without: the same fit without the RE3+ activity term, ``--no-re-activity``,
+   giving ``P507-HCl``, the design basis of the example plants): La, Ce, Pr, Nd, Sm, Dy, Y and the
+   shared n and b become DERIVED values;
 2. adds Eu, Gd, Tb (INTERPOLATED in T21) and Ho, Er, Tm, Yb, Lu (ESTIMATED in T21) as T21 values
    shifted to the chloride level (:func:`models.calibration.extend_by_shift`, rule
    ``interpolated`` unless ``--shift-rule mean``), keeping their class and saying "shifted";
@@ -15,6 +17,7 @@ What it does (see docs/calibration.md):
 Run from the repository root::
 
     .venv/bin/python tools/make_p507_hcl.py --date 2026-11-27
+    .venv/bin/python tools/make_p507_hcl.py --re-activity --date 2026-11-28
 """
 
 from __future__ import annotations
@@ -30,25 +33,36 @@ from models.equilibrium_data import load_llepe_data
 from models.parameters import load_system
 
 KEY = "P507-HCl"
+KEY_SIT = "P507-HCl-SIT"
 ADDED = ("Eu", "Gd", "Tb", "Ho", "Er", "Tm", "Yb", "Lu", "Na")
 DESCRIPTION = (
     "P507 (PC88A, HEH/EHP) in HCl: La, Ce, Pr, Nd, Sm, Dy, Y and the shared n and b fitted to "
     "the LLEPE chloride batch data (level of the average study); Eu, Gd, Tb (interpolated) and "
     "Ho-Lu (estimated) are Tanaka (2021) values shifted to that level; Na from P507-T21."
 )
+DESCRIPTION_SIT = (
+    "P507 (PC88A, HEH/EHP) in HCl with the RE3+ activity coefficient (SIT): La, Ce, Pr, Nd, Sm, Dy, "
+    "Y and the shared n and b fitted to the LLEPE chloride batch data (level of the average study); "
+    "Eu, Gd, Tb (interpolated) and Ho-Lu (estimated) are Tanaka (2021) values shifted to that "
+    "level; Na from P507-T21."
+)
 
 
-def build(date: str, rule: ShiftRule) -> tuple[str, str]:
-    """The CSV text of P507-HCl and a report of what was fitted and shifted."""
-    command = "python tools/make_p507_hcl.py" + (
-        "" if rule is ShiftRule.INTERPOLATED else f" --shift-rule {rule.value}"
+def build(date: str, rule: ShiftRule, re_activity: bool = False) -> tuple[str, str]:
+    """The CSV text of P507-HCl (or P507-HCl-SIT) and a report of what was fitted and shifted."""
+    command = (
+        "python tools/make_p507_hcl.py"
+        + (" --re-activity" if re_activity else "")
+        + ("" if rule is ShiftRule.INTERPOLATED else f" --shift-rule {rule.value}")
     )
+    key = KEY_SIT if re_activity else KEY
     literature = load_system("P507-T21")
-    result = calibrate(load_llepe_data(), literature, CalibrationOptions())
-    fitted = result.to_system(KEY, description=DESCRIPTION, date=date, command=command)
+    result = calibrate(load_llepe_data(), literature, CalibrationOptions(re_activity=re_activity))
+    text = DESCRIPTION_SIT if re_activity else DESCRIPTION
+    fitted = result.to_system(key, description=text, date=date, command=command)
     system, offsets, shifts = extend_by_shift(fitted, literature, ADDED, rule=rule, command=command)
     lines = [
-        f"{KEY}: {result.locus(date)}",
+        f"{key}: {result.locus(date)}",
         f"  RMSE log10 D: in-sample {result.rmse.overall:.3f} (with study offsets), "
         f"set as saved {result.system_rmse.overall:.3f}, cross-validated "
         f"{result.cv_rmse.overall:.3f}; P507-T21 {result.baseline.overall:.3f}",
@@ -59,7 +73,7 @@ def build(date: str, rule: ShiftRule) -> tuple[str, str]:
         basis = ", ".join(f"{w:.2f} {c}" for c, w in sh.weights.items())
         lines.append(f"  {sh.element}: shifted by {sh.offset:+.3f} ({basis})")
     lines.append("")
-    lines.append(catalogue_entry_toml(system, "p507_hcl.csv", table=True))
+    lines.append(catalogue_entry_toml(system, "p507_hcl_sit.csv" if re_activity else "p507_hcl.csv", table=True))
     return system_csv_text(system), "\n".join(lines)
 
 
@@ -76,15 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         help="how unfitted elements are moved to the chloride level",
     )
     parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).resolve().parent.parent / "models" / "data" / "p507_hcl.csv",
-        help="CSV to write",
+        "--re-activity",
+        action="store_true",
+        help="fit with the RE3+ activity coefficient (the calibration default): P507-HCl-SIT",
     )
+    parser.add_argument("--out", type=Path, help="CSV to write (default: the shipped file of the set)")
     args = parser.parse_args(argv)
-    text, report = build(args.date, ShiftRule(args.shift_rule))
-    args.out.write_text(text, encoding="utf-8")
-    sys.stdout.write(report + f"\nwrote {args.out}\n")
+    data_dir = Path(__file__).resolve().parent.parent / "models" / "data"
+    out = args.out or data_dir / ("p507_hcl_sit.csv" if args.re_activity else "p507_hcl.csv")
+    text, report = build(args.date, ShiftRule(args.shift_rule), args.re_activity)
+    out.write_text(text, encoding="utf-8")
+    sys.stdout.write(report + f"\nwrote {out}\n")
     return 0
 
 

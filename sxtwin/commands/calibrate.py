@@ -31,6 +31,7 @@ def _command_line(data: Path, system: str, opts: CalibrationOptions, source_key:
     parts.append("--fit-ph-slope" if opts.fit_ph_slope else "--fix-ph-slope")
     parts.append("--chloride" if opts.chloride_complexation else "--no-chloride")
     parts.append("--hcl-activity" if opts.hcl_activity else "--no-hcl-activity")
+    parts.append("--re-activity" if opts.re_activity else "--no-re-activity")
     parts.append("--study-offsets" if opts.source_offsets else "--no-study-offsets")
     parts.append(f"--weighting {opts.weighting.value}")
     if opts.weighting is Weighting.ERROR_PROPAGATED:
@@ -108,6 +109,13 @@ def calibrate_cmd(
             "--hcl-activity/--no-hcl-activity", help="HCl activity correction (Zhao & Lei 1986)."
         ),
     ] = _DEFAULTS.hcl_activity,
+    re_activity: Annotated[
+        bool,
+        typer.Option(
+            "--re-activity/--no-re-activity",
+            help="RE3+ activity coefficient in chloride (specific ion interaction theory, NEA-TDB).",
+        ),
+    ] = _DEFAULTS.re_activity,
     study_offsets: Annotated[
         bool,
         typer.Option(
@@ -156,6 +164,7 @@ def calibrate_cmd(
             fit_ph_slope=fit_ph_slope,
             chloride_complexation=chloride,
             hcl_activity=hcl_activity,
+            re_activity=re_activity,
             source_offsets=study_offsets,
             weighting=weighting,
             relative_concentration_error=relative_error,

@@ -6,9 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from models.chemistry import ChemistrySystem
 from models.feeds import aggregate_pct, available_feeds, in_situ_pct, load_aggregates, load_feed
-from models.parameters import available_systems, load_system
+from models.parameters import SHARED_PARAMETERS, available_systems, load_system, shared_value
 from models.prices import available_scenarios, load_quotes, load_scenario
 from models.provenance import source
 from sxtwin._output import emit, handle_errors
@@ -20,26 +19,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON ob
 
 def _citation(source_keys: str) -> str:
     return " | ".join(source(k).citation for k in source_keys.split("+"))
-
-
-def _shared_values(system: ChemistrySystem) -> dict[str, float]:
-    """Every shared parameter of ``system`` under its data-file name (SHARED_PARAMETERS)."""
-    act = system.activity
-    return {
-        "extractant_molar_mass_g_per_mol": system.extractant.molar_mass_g_per_mol,
-        "extractant_density_kg_per_l": system.extractant.density_kg_per_l,
-        "c_ref_dimer_mol_per_l": system.c_ref_dimer_mol_per_l,
-        "alstad_a": system.alstad_a,
-        "log10_beta_cl": system.log10_beta_cl,
-        "activity_a": act.a,
-        "activity_b": act.b,
-        **{f"activity_c{k}": c for k, c in enumerate(act.poly, start=1)},
-        "activity_valid_i_mol_per_l": act.valid_ionic_strength_mol_per_l,
-        "y_cap_fraction": system.y_cap_fraction,
-        "log10_k_h": system.log10_k_h,
-        "valid_ph_low": system.valid_ph[0],
-        "valid_ph_high": system.valid_ph[1],
-    }
 
 
 @app.command("systems", help="List the shipped chemistry systems.")
@@ -72,7 +51,7 @@ def explain(
         s = load_system(system)
         if element is not None:
             s.parameters_for(element, field="element")
-        shared = _shared_values(s)
+        shared = {name: shared_value(s, name) for name in SHARED_PARAMETERS}
         entries: list[dict[str, Any]] = []
         for name, prov in s.provenance.items():
             param, _, el = name.partition(".")

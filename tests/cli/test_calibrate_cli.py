@@ -116,10 +116,15 @@ def test_llepe_run_in_a_real_process_prints_one_json_object(tmp_path: Path) -> N
     assert payload["n_points"] == 249
     assert payload["excluded"]["total"] == 16
     assert payload["cv_rmse_log10_d"]["overall"] < payload["baseline"]["rmse_log10_d"]["overall"]
+    assert payload["rmse_log10_d"]["overall"] < 0.25  # the target, with the RE3+ term
+    assert payload["options"]["re_activity"] is True
+    assert "--re-activity" in payload["command"]
     assert set(payload["rmse_log10_d"]) >= {"overall", "La", "Ce", "Pr", "Nd", "Sm", "Dy", "Y"}
     assert (tmp_path / "parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     system = load_system_file(Path(payload["saved"]["toml"]))
     assert system.key == "P507-TEST"
+    assert system.cation_activity.active  # the saved set carries the term it was fitted with
+    assert system.provenance["cation_activity_epsilon_kg_per_mol"].cls is ProvenanceClass.ESTIMATED
     prov = system.provenance["log10_k.Dy"]
     assert prov.cls is ProvenanceClass.DERIVED
     assert prov.locus.startswith("fit to 249 points")

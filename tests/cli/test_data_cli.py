@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from models.parameters import SHARED_PARAMETERS, load_system
+from models.parameters import SHARED_PARAMETERS, load_system, shared_value
 from sxtwin.cli import app
-from sxtwin.commands.data import _shared_values
 
 runner = CliRunner()
 
@@ -43,8 +42,12 @@ def test_explain_gives_every_value_with_provenance() -> None:
 
 
 def test_shared_values_cover_every_shared_parameter() -> None:
-    for key in ("P507-T21", "D2EHPA-HCl"):
-        assert set(_shared_values(load_system(key))) == set(SHARED_PARAMETERS)
+    for key in ("P507-T21", "D2EHPA-HCl", "P507-HCl-SIT"):
+        system = load_system(key)
+        values = {name: shared_value(system, name) for name in SHARED_PARAMETERS}
+        assert all(isinstance(v, float) for v in values.values())
+    sit = load_system("P507-HCl-SIT")
+    assert shared_value(sit, "cation_activity_epsilon_kg_per_mol") == 0.23
 
 
 def test_feeds_list_and_one_feed_in_fractions() -> None:

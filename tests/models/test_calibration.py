@@ -11,11 +11,13 @@ import dataclasses
 import math
 from pathlib import Path
 
+import casadi as ca
 import numpy as np
 import pytest
 
 from models._system_writer import catalogue_entry_toml, system_csv_text
 from models.calibration import (
+    NEA_SIT_RE3_CHLORIDE,
     ZHAO86_HCL_ACTIVITY,
     CalibrationOptions,
     ShiftRule,
@@ -24,7 +26,7 @@ from models.calibration import (
     extend_by_shift,
     predict_log10_d,
 )
-from models.chemistry import ChemistrySystem, Medium
+from models.chemistry import CationActivity, ChemistrySystem, Medium, ln_distribution
 from models.equilibrium_data import (
     EquilibriumData,
     EquilibriumPoint,
@@ -243,6 +245,7 @@ def _synthetic(
 PLAIN = CalibrationOptions(
     fit_ph_slope=False,
     hcl_activity=False,
+    re_activity=False,
     source_offsets=False,
     min_extracted_fraction=0.0,
     max_extracted_fraction=1.0,
@@ -337,7 +340,7 @@ def test_bad_options_and_systems_are_refused(llepe: EquilibriumData, t21: Chemis
 
 
 NO_SCREEN = {"min_extracted_fraction": 0.0, "max_extracted_fraction": 1.0}
-EXPLORATORY = {**NO_SCREEN, "hcl_activity": False, "source_offsets": False}
+EXPLORATORY = {**NO_SCREEN, "hcl_activity": False, "re_activity": False, "source_offsets": False}
 
 
 @pytest.mark.parametrize(
@@ -358,22 +361,27 @@ def test_reproduces_the_exploratory_fits(
     assert result.rmse.overall == pytest.approx(rmse, abs=0.001)
 
 
-def test_default_fit_beats_the_literature_set_in_cross_validation(
+def test_default_fit_beats_the_literature_set_and_meets_the_target(
     llepe: EquilibriumData, t21: ChemistrySystem
 ) -> None:
     result = calibrate(llepe, t21)
     assert result.success
+    assert result.options.re_activity
+    assert result.options.hcl_activity
     assert result.n_points == 249
     assert sum(e.count for e in result.excluded) == 16  # 6 below detection + 10 screened
     assert result.baseline.overall == pytest.approx(0.602, abs=0.001)
-    assert result.cv_rmse.overall == pytest.approx(0.500, abs=0.002)
+    assert result.cv_rmse.overall == pytest.approx(0.429, abs=0.002)
     assert result.cv_rmse.overall < result.baseline.overall
-    # The issue's target of 0.25 is MISSED: 0.260 in-sample even with per-study offsets, and
-    # 0.499 for the saved set (no offsets). See docs/calibration.md for why.
-    assert result.rmse.overall == pytest.approx(0.260, abs=0.002)
-    assert result.system_rmse.overall == pytest.approx(0.499, abs=0.002)
+    for el in FITTED:  # better than the literature set for every element, held out
+        assert result.cv_rmse.by_element[el] < result.baseline.by_element[el], el
+    # The issue's target: overall RMSE below 0.25 (in-sample, per-study levels fitted); the set
+    # as saved (no study levels) is at 0.410. See docs/calibration.md.
+    assert result.rmse.overall == pytest.approx(0.2375, abs=0.001)
+    assert result.rmse.overall < 0.25
+    assert result.system_rmse.overall == pytest.approx(0.410, abs=0.002)
     assert result.parameters["extractant_order"] > 0.0
-    assert result.parameters["ph_slope"] == pytest.approx(1.86, abs=0.01)
+    assert result.parameters["ph_slope"] == pytest.approx(1.34, abs=0.01)
     assert not result.at_bounds
     assert sum(v for k, v in result.parameters.items() if k.startswith("offset[")) == (
         pytest.approx(0.0, abs=1e-8)
@@ -381,6 +389,42 @@ def test_default_fit_beats_the_literature_set_in_cross_validation(
     assert result.cv_scheme["Dy"].startswith("5-fold")
     assert result.cv_scheme["Nd"].startswith("leave-one-study-out")
     assert not np.isnan(result.cv_predicted_log10_d).any()
+
+
+def test_fit_without_the_re_activity_term_misses_the_target(
+    llepe: EquilibriumData, t21: ChemistrySystem
+) -> None:
+    # The previous default (the fit behind P507-HCl, the example plants' design basis).
+    result = calibrate(llepe, t21, CalibrationOptions(re_activity=False))
+    assert result.cv_rmse.overall == pytest.approx(0.500, abs=0.002)
+    assert result.rmse.overall == pytest.approx(0.260, abs=0.002)
+    assert result.system_rmse.overall == pytest.approx(0.499, abs=0.002)
+    assert result.parameters["ph_slope"] == pytest.approx(1.86, abs=0.01)
+
+
+def test_re_activity_is_the_sit_expression() -> None:
+    # log10 gamma(M3+) = -9 * 0.509 sqrt(I)/(1 + 1.5 sqrt(I)) + 0.23 [Cl-], by hand at I = 4, Cl = 2
+    expected = -9 * 0.509 * 2.0 / (1.0 + 3.0) + 0.23 * 2.0
+    got = float(NEA_SIT_RE3_CHLORIDE.ln_gamma(4.0, 2.0)) / math.log(10.0)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert not CationActivity().active
+
+
+def test_re_activity_enters_d_of_trivalent_ions_only() -> None:
+    sit = load_system("P507-HCl-SIT")
+    off = dataclasses.replace(sit, cation_activity=CationActivity())
+    symbols = ("Na", "Nd")
+    ln_x = ca.DM(np.log([0.1, 0.5]))
+    h, f = 0.2, 0.3
+    args = (symbols, ln_x, math.log(h), math.log(f), 298.15, 1.0)
+    with_term = np.asarray(ln_distribution(sit, *args)).ravel()
+    without = np.asarray(ln_distribution(off, *args)).ravel()
+    ionic = h + 1.0 * 0.1 + 6.0 * 0.5  # I = h + sum z(z+1)/2 x
+    chloride = h + 0.1 + 3.0 * 0.5
+    assert with_term[0] == pytest.approx(without[0], abs=1e-12)  # Na+: no term
+    assert with_term[1] - without[1] == pytest.approx(
+        float(NEA_SIT_RE3_CHLORIDE.ln_gamma(ionic, chloride)), rel=1e-12
+    )
 
 
 def test_weighting_changes_the_fit(llepe: EquilibriumData, t21: ChemistrySystem) -> None:
@@ -416,9 +460,13 @@ def test_saved_system_round_trips_with_provenance(
 # --- the shipped P507-HCl set -----------------------------------------------------------------
 
 
-def test_shipped_p507_hcl_is_the_default_fit(llepe: EquilibriumData, t21: ChemistrySystem) -> None:
-    shipped = load_system("P507-HCl")
-    result = calibrate(llepe, t21)
+@pytest.mark.parametrize(("key", "re_activity"), [("P507-HCl", False), ("P507-HCl-SIT", True)])
+def test_shipped_p507_hcl_sets_are_the_documented_fits(
+    llepe: EquilibriumData, t21: ChemistrySystem, key: str, re_activity: bool
+) -> None:
+    shipped = load_system(key)
+    result = calibrate(llepe, t21, CalibrationOptions(re_activity=re_activity))
+    assert shipped.cation_activity == (NEA_SIT_RE3_CHLORIDE if re_activity else CationActivity())
     for s in FITTED:
         assert shipped.elements[s].log10_k == pytest.approx(
             result.parameters[f"log10_k.{s}"], abs=1e-8
@@ -430,7 +478,7 @@ def test_shipped_p507_hcl_is_the_default_fit(llepe: EquilibriumData, t21: Chemis
             result.parameters["ph_slope"], abs=1e-8
         )
     extended, _, shifts = extend_by_shift(
-        result.to_system("P507-HCl"), t21, ("Eu", "Gd", "Tb", "Ho", "Er", "Tm", "Yb", "Lu", "Na")
+        result.to_system(key), t21, ("Eu", "Gd", "Tb", "Ho", "Er", "Tm", "Yb", "Lu", "Na")
     )
     for s in extended.elements:
         assert shipped.elements[s].log10_k == pytest.approx(extended.elements[s].log10_k, abs=1e-8)
