@@ -16,7 +16,8 @@ Per plant (``models/plants/<plant>.toml``):
 - **transient**: then the first manipulated variable steps by +10 % (clamped to its bounds) in
   plant and estimator, and ``--updates`` more updates; on plants up to
   ``EstimatorOptions.dynamic_max_unknowns`` stage unknowns (tb_dy) the estimator now carries
-  its sensitivities along the trajectory (one extra integration per parameter and step).
+  its sensitivities along the trajectory (the linearised sensitivity equations of the DAE, two
+  Jacobian evaluations and two sparse LUs per step).
 
 Baseline, in the same run on the same state: the sensitivities ``dz/dtheta`` that every update
 needs, by one-sided finite differences of warm-started steady solves (one per parameter, as a

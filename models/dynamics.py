@@ -33,6 +33,8 @@ from functools import cached_property
 import casadi as ca
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 
 from models.elements import reo_purity
 from models.errors import ConvergenceError, InputError
@@ -358,6 +360,62 @@ class DynamicModel:
         _, xd, z = out[-1]
         return PlantState(state.t_h + dt_h, xd, z)
 
+    # --------------------------------------------------------- sensitivities
+    @cached_property
+    def _linearisation(self) -> ca.Function:
+        """``(x_d, z, p) -> (d(ode, alg)/d(x_d, z), d(ode, alg)/dp)``: the DAE's Jacobians."""
+        dae = self._dae
+        f = ca.vertcat(dae["ode"], dae["alg"])
+        return ca.Function(
+            "dae_jac",
+            [dae["x"], dae["z"], dae["p"]],
+            [ca.jacobian(f, ca.vertcat(dae["x"], dae["z"])), ca.jacobian(f, dae["p"])],
+        )
+
+    @cached_property
+    def _state_jacobians(self) -> ca.Function:
+        """``(z, p) -> (dx_d/dz, dx_d/dp)`` of the state function."""
+        z = ca.MX.sym("z", self.fs.n_unknowns)
+        p = ca.MX.sym("p", self.fs.parameters.values.shape[0])
+        xd = self._state_function(z, p)
+        return ca.Function("state_jac", [z, p], [ca.jacobian(xd, z), ca.jacobian(xd, p)])
+
+    def propagate_sensitivity(
+        self, start: PlantState, end: PlantState, p: Array, s_z: Array, s_p: Array, substeps: int = 8
+    ) -> Array:
+        r"""Sensitivities :math:`S_z = \partial z/\partial\theta` at ``end`` of a step from
+        ``start`` with parameters ``p`` held, given :math:`S_z` at ``start`` (``s_z``, stage unknowns
+        x directions) and :math:`\partial p/\partial\theta` (``s_p``, parameters x directions).
+
+        The sensitivity equations of the DAE, :math:`\dot S_x = F_x S_x + F_z S_z + F_p S_p`,
+        :math:`0 = G_x S_x + G_z S_z + G_p S_p`, are integrated by implicit Euler in ``substeps``
+        equal steps, the first half with the Jacobians at ``start``, the second half with those at
+        ``end`` (two sparse LUs serve all steps and directions); :math:`S_x` starts consistent,
+        from the state function. The state itself is integrated by IDAS (:meth:`advance`); only
+        its derivative is approximated here, for two Jacobian evaluations instead of one
+        integration per direction. Against central differences of perturbed integrations on
+        tb_dy after a +10 % organic step (tests/models/test_dynamic_sensitivity.py): 0.1 % of each
+        column's largest entry over 0.5 h, 1-2 % over 2 h, 3 % over 5 h."""
+        pv = np.asarray(p, dtype=float)
+        n_sub = max(int(substeps), 1)
+        h = (end.t_h - start.t_h) / n_sub
+        if not (math.isfinite(h) and h > 0.0):
+            raise InputError(f"end.t_h: {end.t_h!r} must be after start.t_h {start.t_h!r}", field="end.t_h")
+        h_z, h_p = (_csc(m) for m in self._state_jacobians(start.z, pv))
+        s_x = h_z @ s_z + h_p @ s_p
+        nx, nz = end.xd.size, end.z.size
+        steps = []
+        for state in (start, end):
+            j_xz, j_p = (_csc(m) for m in self._linearisation(state.xd, state.z, pv))
+            lhs = sp.vstack([sp.hstack([sp.identity(nx), sp.csc_matrix((nx, nz))]) - h * j_xz[:nx], j_xz[nx:]])
+            steps.append((spla.splu(lhs.tocsc()), j_p @ s_p))
+        s_new = np.zeros((nx + nz, s_z.shape[1]))
+        for k in range(n_sub):
+            lu, drive = steps[0] if k < n_sub // 2 else steps[1]
+            s_new = lu.solve(np.vstack([s_x + h * drive[:nx], -drive[nx:]]))
+            s_x = s_new[:nx]
+        return np.asarray(s_new[nx:])
+
     # -------------------------------------------------------------- simulate
     def simulate(
         self,
@@ -474,3 +532,13 @@ def _expand_moves(
             out.append((mv.at_h, idx, mv.value))
         current[idx] = mv.value
     return out
+
+
+def _csc(m: ca.DM) -> sp.csc_matrix:
+    """A CasADi DM (sparse, column-major) as a SciPy CSC matrix."""
+    sparsity = m.sparsity()
+    rows, cols = m.shape
+    return sp.csc_matrix(
+        (np.asarray(m.nonzeros(), dtype=float), np.asarray(sparsity.row()), np.asarray(sparsity.colind())),
+        shape=(rows, cols),
+    )

@@ -17,7 +17,7 @@ floor. Its Jacobian is :math:`H = \partial h/\partial z\; dz/d\theta + \partial 
 with, near a steady state, the quasi-steady sensitivity :math:`dz/d\theta = -R_z^{-1} R_\theta`
 (implicit function theorem on the steady residual; CasADi AD for every partial) and, for
 ``settle_h`` after an input moved, the dynamic sensitivity carried along the trajectory (each
-parameter's perturbed state advanced with the model next to the estimate): after a setpoint move
+the model's sensitivity equations, linearised along the step): after a setpoint move
 the steady sensitivities describe the plant hundreds of hours ahead, and a filter that uses them
 runs its parameters away. Updates use the prediction at the sample's own time (kept in a history
 of states), so samples that arrive late or out of order are used correctly for time-invariant
@@ -114,19 +114,18 @@ class EstimatorOptions:
         ``sensitivity_every`` updates; right only near a steady state). ``"dynamic"``: the same
         near a steady state, but while the plant is in a transient (for ``settle_h`` after an
         input moved by more than ``move_tolerance`` from its filtered value) carried along the
-        trajectory instead: each parameter's perturbed state is advanced with the plant model
-        next to the estimate (a finite difference of ``sensitivity_step``), so a reading is
+        trajectory instead, by the model's sensitivity equations linearised at both ends of each
+        step (:meth:`~models.dynamics.DynamicModel.propagate_sensitivity`), so a reading is
         explained by what the parameters do to the state *now*, not at the steady state hundreds
         of hours ahead. ``"auto"``: dynamic up to ``dynamic_max_unknowns`` stage unknowns,
-        quasi-steady beyond (the transient cost is one model integration per parameter and step).
+        quasi-steady beyond (the transient cost is two Jacobian evaluations and two sparse LUs of
+        the DAE per step).
     move_tolerance
         Relative change of an input (from its value filtered over a few hours, so that instrument
         noise is not a move) that starts a transient.
     settle_h
         How long after a move the plant counts as in a transient, h (the slow modes of a
         countercurrent cascade take hundreds of hours; ``tb_dy``'s loops identify 150-200 h).
-    sensitivity_step
-        Finite-difference step of the dynamic sensitivities, in parameter units (log or ln D).
     dynamic_max_unknowns
         Largest plant (stage unknowns) for which ``"auto"`` chooses dynamic sensitivities.
     sensitivity_every
@@ -149,8 +148,7 @@ class EstimatorOptions:
     max_integration_failures
         Failed IDAS calls allowed while advancing the estimate one step (the interval is halved
         after each); beyond it the step falls back to the recovery (undo the last update, else
-        restart from the steady state). A perturbed trajectory of the dynamic sensitivities gets
-        two, then the quasi-steady sensitivities are used. Unbounded, one estimator step chased a
+        restart from the steady state). Unbounded, one estimator step chased a
         hard spot through 14 halvings for minutes of wall time in a closed-loop run while the
         plant ran on.
     feed_total_sd
@@ -188,7 +186,6 @@ class EstimatorOptions:
     main_fraction: float = 0.03
     history_h: float = 72.0
     sensitivity: Literal["auto", "dynamic", "quasi_steady"] = "auto"
-    sensitivity_step: float = 5e-3
     dynamic_max_unknowns: int = 1500
     move_tolerance: float = 0.03
     settle_h: float = 150.0
@@ -539,26 +536,20 @@ class Estimator:
 
     def _advance_sensitivities(self, new: PlantState, dt: float) -> Array | None:
         r""":math:`\partial z/\partial\theta` at the end of a step of ``dt`` hours that took the
-        estimate from ``self.state`` to ``new``: every parameter's perturbed state (the state
-        moved along its current sensitivity, the parameter by ``sensitivity_step``) advanced with
-        the same inputs, minus ``new``. Starts from the quasi-steady sensitivities (the estimate
-        starts at a steady state); None (quasi-steady next time) when they are not available or a
-        perturbed integration fails."""
+        estimate from ``self.state`` to ``new``: the current sensitivities carried along the step
+        by the model's linearised sensitivity equations
+        (:meth:`~models.dynamics.DynamicModel.propagate_sensitivity`). Starts from the quasi-steady
+        sensitivities (the estimate starts at a steady state); None (quasi-steady next time) when
+        they are not available or the linear algebra fails."""
         sens = self._sens
         if sens is None:
             return None
-        eps = self.options.sensitivity_step
-        out = np.empty_like(sens)
-        for k in range(self.theta.size):
-            th = self.theta.copy()
-            th[k] += eps
-            p_k = self.p(th)
-            try:
-                start = self.model.consistent_state(self.state.z + eps * sens[:, k], p_k, self.state.t_h)
-                out[:, k] = (self.model.advance(start, p_k, dt, max_failures=2).z - new.z) / eps
-            except ConvergenceError:
-                log.info("estimator: a perturbed trajectory failed; quasi-steady sensitivities next")
-                return None
+        p = self.p()
+        try:
+            out = self.model.propagate_sensitivity(self.state, new, p, sens, self._dp_dtheta(p))
+        except (RuntimeError, ValueError):  # splu: a singular step matrix
+            log.info("estimator: the sensitivities could not be carried; quasi-steady sensitivities next")
+            return None
         return out if np.all(np.isfinite(out)) else None
 
     def _recover(self, dt: float) -> PlantState:

@@ -170,8 +170,9 @@ def test_dynamic_sensitivities_follow_a_transient(tb_dy) -> None:
         scale = np.max(np.abs(truth))
         err_dynamic = np.max(np.abs(dynamic[rows, k] - truth)) / scale
         err_quasi = np.max(np.abs(quasi[rows, k] - truth)) / scale
-        # measured: 1-2 % for the feed and ln D offsets, 35 % for the extractant (whose effect on
-        # the loaded organic is the most nonlinear); the steady sensitivities are off by 170-190 %
+        # measured (sensitivity equations linearised along the step): 2.4 % for the Tb feed,
+        # 0.8 % for the Dy offset, 30 % for the extractant (whose effect on the loaded organic is
+        # the most nonlinear); the steady sensitivities are off by 170-190 %
         assert err_dynamic < 0.4, (name, err_dynamic)
         assert err_quasi > 4 * err_dynamic, (name, err_quasi, err_dynamic)
 
