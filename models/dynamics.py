@@ -90,6 +90,10 @@ class DynamicOptions:
         Number of steps a ramp is split into.
     max_step_h
         Largest internal step of IDAS, h (0 = no limit).
+    max_order
+        Highest BDF order IDAS may use (1-5). 3 rather than IDAS's 5: on hree_refinery the 24 h
+        run integrates in about 0.9 s instead of 1.2 s at the same tolerances (the higher orders
+        are less stable on the cascade's stiff modes and cost rejected steps).
     """
 
     rtol: float = 1e-6
@@ -97,6 +101,7 @@ class DynamicOptions:
     output_interval_h: float = 0.5
     ramp_steps: int = 8
     max_step_h: float = 0.0
+    max_order: int = 3
 
 
 @dataclass(frozen=True)
@@ -273,6 +278,7 @@ class DynamicModel:
             "calc_ic": False,
             "max_num_steps": 200000,
             "disable_internal_warnings": True,
+            "max_order": self.options.max_order,
         }
         step = max_step_h or self.options.max_step_h
         if step > 0:
