@@ -45,6 +45,10 @@ CHORD_CONTRACTION = 0.25
 CHORD_BELOW = 1e-3
 """... and the residual's max-norm is below this (far from a solution, chord steps led parameter
 continuation astray where Newton steps did not)."""
+CHORD_POLISH = 1e-2
+"""Once converged, a chord iteration that still contracts goes on to this fraction of the
+tolerance (the optimiser starts IPOPT from a steady solution: stopping at 1e-11 instead of a
+Newton step's ~1e-13 left a throughput optimisation of tb_dy at IPOPT's iteration limit)."""
 
 
 @dataclass(frozen=True)
@@ -345,10 +349,11 @@ class SteadySolver:
         A steady solve is a chord iteration near its solution: once the residual's max-norm is
         below ``CHORD_BELOW`` the sparse LU is kept while the max-norm falls by at least
         ``CHORD_CONTRACTION`` per iteration and refactorised otherwise (at most ``max_newton``
-        factorisations, ``3 max_newton`` iterations). Near a solution, as in a
-        warm start, two factorisations serve 8 iterations where Newton needs 4 (the LU is half a
-        hree_refinery iteration). Pseudo-time steps use a fresh Jacobian at every iteration: the
-        chord iteration made the cold start slower there."""
+        factorisations, ``3 max_newton`` iterations), and polishes on to ``CHORD_POLISH`` times
+        the tolerance while it contracts. Near a solution, as in a warm start, two factorisations
+        serve 10 iterations where Newton needs 4 (the LU is half a hree_refinery iteration).
+        Pseudo-time steps use a fresh Jacobian at every iteration: the chord iteration made the
+        cold start slower there."""
         opts = self.options
         chord = not math.isfinite(dt_h)
         # trial points of the line search need only the residual; the Jacobian is assembled
@@ -358,7 +363,12 @@ class SteadySolver:
         it = factorisations = 0
         lu = None
         last = math.inf
-        while norm > tol and it < opts.max_newton * (3 if chord else 1):
+        while it < opts.max_newton * (3 if chord else 1):
+            # converged; a chord iteration that still contracts polishes on (cheaply, with its
+            # LU) to CHORD_POLISH x tol, as far as a Newton step's quadratic overshoot would go
+            polish = chord and lu is not None and CHORD_POLISH * tol < norm <= CHORD_CONTRACTION * last
+            if norm <= tol and not polish:
+                break
             if not np.all(np.isfinite(r)):
                 return z, False, it, math.inf
             if lu is None or not chord or norm > CHORD_CONTRACTION * last or norm > CHORD_BELOW:
