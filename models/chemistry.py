@@ -26,8 +26,8 @@ free dimer (fitted, nominally 3) and :math:`\gamma_H` the activity coefficient o
 stage's ionic strength (1 outside chloride media). :math:`\gamma_{M^{3+}}` is the activity
 coefficient of the trivalent cation in chloride by the specific ion interaction theory
 (:class:`CationActivity`; 1 when the system does not carry it): the aqueous RE3+ activity falls
-steeply with ionic strength, which is the concentration effect of batch data. Saponification is the counter-ion Na+ (or
-NH4+) as one more exchanged cation (:math:`z = 1`, one dimer per ion): a saponified organic
+steeply with ionic strength, which is the concentration effect of batch data. Saponification is
+the counter-ion Na+ (or NH4+) as one more exchanged cation (:math:`z = 1`, one dimer per ion): a saponified organic
 carries Na in its organic phase and releases it against RE3+, so the apparent pH slope of RE
 extraction from a saponified organic is far below 3.
 
@@ -161,7 +161,7 @@ class CationActivity:
     :math:`z = 3` (SIT; Grenthe, Plyasunov & Spahiu 1997, source key ``NEA_SIT``), :math:`I` the
     ionic strength and :math:`[\mathrm{Cl^-}]` in mol/L (used in place of the molalities of the
     theory). Applied to trivalent ions only (RE3+, Y3+); other ions (Na+) keep unit activity.
-    ``a = 0`` switches it off.
+    ``a = 0`` and ``epsilon_kg_per_mol = 0`` (the default) switch it off.
 
     Attributes
     ----------
@@ -424,11 +424,11 @@ def ln_distribution(
         f = ca.exp(ln_f)
         c_ref = system.c_ref_dimer_mol_per_l
         extr = ln_f / LN10 - math.log10(c_ref) - system.alstad_a * (ca.sqrt(f) - math.sqrt(c_ref))
-        ln_gh = ln_h
-        if system.activity.active and system.medium is Medium.CHLORIDE:
-            ln_gh = ln_h + system.activity.ln_gamma(ionic_strength(h, [x[i] for i in range(len(symbols))], charges))
         chloride = system.medium is Medium.CHLORIDE
         xs = [x[i] for i in range(len(symbols))]
+        ln_gh = ln_h
+        if system.activity.active and chloride:
+            ln_gh = ln_h + system.activity.ln_gamma(ionic_strength(h, xs, charges))
         cl_term = 0.0
         if _switched_on(system.log10_beta_cl) and chloride:
             cl = anion_concentration(system.medium, h, xs, charges)

@@ -40,6 +40,8 @@ __all__ = [
 Array = npt.NDArray[np.float64]
 log = logging.getLogger(__name__)
 
+PSEUDO_STEP_TOL = 1e-9
+"""Tolerance of each pseudo-time step of the continuation (its implicit-Euler residual)."""
 CHORD_CONTRACTION = 0.25
 """A steady Newton solve keeps its LU while each iteration divides the residual by 4 or more ..."""
 CHORD_BELOW = 1e-3
@@ -59,10 +61,6 @@ class SteadyOptions:
     ----------
     tol
         Converged when the max-norm of the steady residual is below this (relative units).
-    step_tol
-        Tolerance of each pseudo-time step of the continuation (its implicit-Euler residual).
-        1e-4 saves 10-20 % of a cold start's Newton iterations but loses the way on harder walks
-        (a warm start's fallback from the tb_dy design to its margin optimum), so it stays tight.
     max_newton
         Newton iterations per solve (final solve and each continuation step).
     dt0_h
@@ -76,7 +74,6 @@ class SteadyOptions:
     """
 
     tol: float = 1e-11
-    step_tol: float = 1e-9
     max_newton: int = 12
     dt0_h: float = 0.1
     dt_max_h: float = 1e6
@@ -517,7 +514,9 @@ class SteadySolver:
         while steps < opts.max_steps:
             states = self.residual.local(z, pv, jacobian=False)
             prev = self.residual.holdups(states, fv)
-            z_new, ok, it, _ = self._newton(z, pv, fv, dt, prev, opts.step_tol)
+            # each step solved tightly: 1e-4 saved 10-20 % of a cold start's iterations but lost its
+            # way on harder walks (the fallback from the tb_dy design to its margin optimum)
+            z_new, ok, it, _ = self._newton(z, pv, fv, dt, prev, PSEUDO_STEP_TOL)
             iterations += it
             steps += 1
             if not ok:

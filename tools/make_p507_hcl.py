@@ -32,20 +32,21 @@ from models.calibration import CalibrationOptions, ShiftRule, calibrate, extend_
 from models.equilibrium_data import load_llepe_data
 from models.parameters import load_system
 
-KEY = "P507-HCl"
-KEY_SIT = "P507-HCl-SIT"
 ADDED = ("Eu", "Gd", "Tb", "Ho", "Er", "Tm", "Yb", "Lu", "Na")
 DESCRIPTION = (
     "P507 (PC88A, HEH/EHP) in HCl: La, Ce, Pr, Nd, Sm, Dy, Y and the shared n and b fitted to "
     "the LLEPE chloride batch data (level of the average study); Eu, Gd, Tb (interpolated) and "
     "Ho-Lu (estimated) are Tanaka (2021) values shifted to that level; Na from P507-T21."
 )
-DESCRIPTION_SIT = (
-    "P507 (PC88A, HEH/EHP) in HCl with the RE3+ activity coefficient (SIT): La, Ce, Pr, Nd, Sm, Dy, "
-    "Y and the shared n and b fitted to the LLEPE chloride batch data (level of the average study); "
-    "Eu, Gd, Tb (interpolated) and Ho-Lu (estimated) are Tanaka (2021) values shifted to that "
-    "level; Na from P507-T21."
-)
+SETS = {
+    False: ("P507-HCl", DESCRIPTION, "p507_hcl.csv"),
+    True: (
+        "P507-HCl-SIT",
+        DESCRIPTION.replace("in HCl:", "in HCl with the RE3+ activity coefficient (SIT):"),
+        "p507_hcl_sit.csv",
+    ),
+}
+"""Key, description and file of the set fitted without / with the RE3+ activity term."""
 
 
 def build(date: str, rule: ShiftRule, re_activity: bool = False) -> tuple[str, str]:
@@ -55,11 +56,10 @@ def build(date: str, rule: ShiftRule, re_activity: bool = False) -> tuple[str, s
         + (" --re-activity" if re_activity else "")
         + ("" if rule is ShiftRule.INTERPOLATED else f" --shift-rule {rule.value}")
     )
-    key = KEY_SIT if re_activity else KEY
+    key, description, file = SETS[re_activity]
     literature = load_system("P507-T21")
     result = calibrate(load_llepe_data(), literature, CalibrationOptions(re_activity=re_activity))
-    text = DESCRIPTION_SIT if re_activity else DESCRIPTION
-    fitted = result.to_system(key, description=text, date=date, command=command)
+    fitted = result.to_system(key, description=description, date=date, command=command)
     system, offsets, shifts = extend_by_shift(fitted, literature, ADDED, rule=rule, command=command)
     lines = [
         f"{key}: {result.locus(date)}",
@@ -73,7 +73,7 @@ def build(date: str, rule: ShiftRule, re_activity: bool = False) -> tuple[str, s
         basis = ", ".join(f"{w:.2f} {c}" for c, w in sh.weights.items())
         lines.append(f"  {sh.element}: shifted by {sh.offset:+.3f} ({basis})")
     lines.append("")
-    lines.append(catalogue_entry_toml(system, "p507_hcl_sit.csv" if re_activity else "p507_hcl.csv", table=True))
+    lines.append(catalogue_entry_toml(system, file, table=True))
     return system_csv_text(system), "\n".join(lines)
 
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="CSV to write (default: the shipped file of the set)")
     args = parser.parse_args(argv)
     data_dir = Path(__file__).resolve().parent.parent / "models" / "data"
-    out = args.out or data_dir / ("p507_hcl_sit.csv" if args.re_activity else "p507_hcl.csv")
+    out = args.out or data_dir / SETS[args.re_activity][2]
     text, report = build(args.date, ShiftRule(args.shift_rule), args.re_activity)
     out.write_text(text, encoding="utf-8")
     sys.stdout.write(report + f"\nwrote {out}\n")

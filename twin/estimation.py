@@ -16,8 +16,8 @@ An analyser reading is modelled in logarithms, :math:`\ln y = \ln c(z) + \ln M +
 floor. Its Jacobian is :math:`H = \partial h/\partial z\; dz/d\theta + \partial h/\partial \theta`
 with, near a steady state, the quasi-steady sensitivity :math:`dz/d\theta = -R_z^{-1} R_\theta`
 (implicit function theorem on the steady residual; CasADi AD for every partial) and, for
-``settle_h`` after an input moved, the dynamic sensitivity carried along the trajectory (each
-the model's sensitivity equations, linearised along the step): after a setpoint move
+``settle_h`` after an input moved, the dynamic sensitivity carried along the trajectory (by
+the model's sensitivity equations, linearised along each step): after a setpoint move
 the steady sensitivities describe the plant hundreds of hours ahead, and a filter that uses them
 runs its parameters away. Updates use the prediction at the sample's own time (kept in a history
 of states), so samples that arrive late or out of order are used correctly for time-invariant
