@@ -71,7 +71,7 @@ def stable_residual(flowsheet: Flowsheet, floor_mol_per_h: float = FLOOR_MOL_PER
         flux_in[g.target] = flux_in[g.target] + contrib
         if g.phase == "org":
             org_in[g.target] = org_in[g.target] + contrib
-        else:
+        elif g.carries_acid:
             acid_in[g.target] = acid_in[g.target] + ca.mtimes(acids[g.source], wm)
     out = []
     for c, lay in enumerate(fs.circuits):

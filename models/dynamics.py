@@ -206,7 +206,7 @@ class DynamicModel:
             flux_in[g.target] = flux_in[g.target] + contrib
             if g.phase == "org":
                 org_in[g.target] = org_in[g.target] + contrib
-            else:
+            elif g.carries_acid:
                 acid_in[g.target] = acid_in[g.target] + ca.mtimes(acids[g.source], wm)
         ln_m_state, q_state, odes, algs = [], [], [], []
         for c, lay in enumerate(fs.circuits):
@@ -347,9 +347,7 @@ class DynamicModel:
             raise ConvergenceError("could not make the edited plant state consistent", details={"t_h": t_h})
         return PlantState(t_h, np.asarray(self._state_function(z, pv)).ravel(), z)
 
-    def advance(
-        self, state: PlantState, p: Array, dt_h: float, *, max_failures: int | None = None
-    ) -> PlantState:
+    def advance(self, state: PlantState, p: Array, dt_h: float, *, max_failures: int | None = None) -> PlantState:
         """Integrate ``dt_h`` plant hours with parameters ``p`` held constant (for a plant
         simulator that changes setpoints between steps). Raises :class:`ConvergenceError`.
 

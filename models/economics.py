@@ -20,6 +20,12 @@ For a plant state :math:`(z, p)` and a price scenario (:mod:`models.prices`), in
     aqueous leaving the circuit, its extractant (``C_HA M_ext``, kg/L) at the ``P507`` price and
     its diluent (volume fraction :math:`1 - C_\mathrm{HA} M_\mathrm{ext}/\rho_\mathrm{ext}`,
     density :math:`\rho_\mathrm{dil}`) at the ``kerosene`` price;
+  * feed acidity adjustment, for a circuit fed with another circuit's liquor adjusted to
+    ``feed_acidity_mol_per_l`` (:math:`a^*`): :math:`F\,(a_\mathrm{up} - a^*)` mol/h of NH3 at
+    the ``NH3`` price when the liquor is stronger (the usual case: spent strip acid), or of HCl
+    when it is weaker; :math:`a_\mathrm{up}` is the upstream outlet's acidity (a state), so the
+    cost follows the upstream strip. The dosing volume is neglected (anhydrous NH3 or
+    concentrated acid);
   * oxalic acid for precipitating every product: :math:`1.5\,F_\mathrm{RE}` mol/h
     (RE2(C2O4)3, stoichiometric) as the dihydrate.
 
@@ -57,6 +63,7 @@ from models.flowsheet import Flowsheet
 from models.kpi import ProductKpis
 from models.prices import PriceScenario, PriceStatus, load_scenario
 from models.provenance import Provenance, ProvenanceClass
+from models.stage import StageModel
 from models.units import G_PER_KG, L_PER_M3
 
 __all__ = [
@@ -273,6 +280,8 @@ class Economics:
         base = "NaOH_100pct" if a.saponification_base is SaponificationBase.NAOH else "NH3"
         self._base = self._price(base, warnings)
         self._base_g_per_mol = NAOH_G_PER_MOL if a.saponification_base is SaponificationBase.NAOH else NH3_G_PER_MOL
+        adjusted = any(c.feed_acidity_mol_per_l is not None for c in flowsheet.spec.circuits)
+        self._nh3 = self._price("NH3", warnings) if adjusted else None
         self._extractant = self._price("P507", warnings)
         self._diluent = self._price("kerosene", warnings)
         if a.oxalic_acid_usd_per_kg is not None:
@@ -351,6 +360,8 @@ class Economics:
                         mol * self._base_g_per_mol / G_PER_KG * self._base,
                     )
                 )
+            if lay.spec.feed_acidity_mol_per_l is not None:
+                terms.extend(self._adjustment_terms(z, p, lay.index))
             # organic lost with the aqueous leaving this circuit (raffinate, strip liquor)
             aq_out = sum(
                 (weights[o.weight] for o in fs.outlets if o.circuit == lay.index and o.phase == "aq"), ca.MX(0.0)
@@ -374,6 +385,33 @@ class Economics:
                         re_mol = re_mol + flux[i]
             oxalic_kg: ca.MX = re_mol * (a.oxalic_acid_mol_per_mol_re * OXALIC_DIHYDRATE_G_PER_MOL / G_PER_KG)
             terms.append(("oxalic_acid", oxalic_kg * self._oxalic))
+        return terms
+
+    def _adjustment_terms(self, z: ca.MX, p: ca.MX, circuit: int) -> list[tuple[str, ca.MX]]:
+        """NH3 (or HCl) that brings circuit ``circuit``'s feed liquor to its set acidity, USD/h."""
+        fs = self.fs
+        lay = fs.circuits[circuit]
+        link = next(lk for lk in fs.links if lk.target == circuit and not lk.carries_acid)
+        src = fs.circuits[link.source]
+        zk = z[src.offset + link.source_stage * src.nv : src.offset + (link.source_stage + 1) * src.nv]
+
+        def P(name: str) -> ca.MX:
+            return p[fs.parameters.index(name)]
+
+        delta = ca.vertcat(*[P(f"{src.name}.ln_d_offset.{s}") for s in src.elements])
+        _, acid, _ = StageModel(src).values(
+            zk, P(f"{src.name}.extractant_mol_per_l"), P(f"{src.name}.temperature_k"), delta
+        )
+        excess = fs.flows_function(p)[0][link.weight] * (acid - P(f"{lay.name}.feed_acidity_mol_per_l"))
+        terms = []
+        if self._nh3 is not None:
+            terms.append(
+                (f"{lay.name}.NH3_feed_adjustment", ca.fmax(excess, 0.0) * NH3_G_PER_MOL / G_PER_KG * self._nh3)
+            )
+        if self._hcl is not None:
+            terms.append(
+                (f"{lay.name}.HCl_feed_adjustment", ca.fmax(-excess, 0.0) * HCL_G_PER_MOL / G_PER_KG * self._hcl)
+            )
         return terms
 
     def _revenue_terms(self, z: ca.MX, p: ca.MX) -> list[tuple[str, ca.MX]]:

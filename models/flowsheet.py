@@ -10,7 +10,8 @@ A :class:`Flowsheet` is built once from a validated :class:`~models.spec.PlantSp
   :math:`\ln D` offsets (plant-model mismatch, drifting parameters);
 - the **links**: every stream entering a stage as a weighted copy of another stage's outlet
   (aqueous or organic), with weights (flows, L/h) that are CasADi expressions of :math:`p`;
-- the **fresh inflows**: metal and acid fluxes (mol/h) from feeds, acids and saponification;
+- the **fresh inflows**: metal and acid fluxes (mol/h) from feeds, acids and saponification
+  (and the acid of an acidity-adjusted feed, whose link then carries metals only);
 - the **outlets**: streams leaving each circuit (raffinate, strip liquor, loaded or barren
   organic, organic bleed), for products and mass balances.
 
@@ -142,6 +143,9 @@ class Link:
         ``"aq"`` or ``"org"``: which outlet of the source.
     weight
         Index into the flowsheet's weight vector (flow in L/h).
+    carries_acid
+        False for an acidity-adjusted feed: the stream brings its metals but not its acid (the
+        target circuit's fresh acid holds the adjusted acidity instead).
     """
 
     target: int
@@ -150,6 +154,7 @@ class Link:
     source_stage: int
     phase: str
     weight: int
+    carries_acid: bool = True
 
 
 @dataclass(frozen=True)
@@ -319,6 +324,8 @@ def build_flowsheet(spec: PlantSpec) -> Flowsheet:
             raise SpecError(f"circuits[{ci}] ({c.name}): {exc}", field=f"circuits[{ci}].chemistry") from None
         for var in CIRCUIT_VARIABLES:
             add(f"{c.name}.{var}", getattr(c, var))
+        if c.feed_acidity_mol_per_l is not None:
+            add(f"{c.name}.feed_acidity_mol_per_l", c.feed_acidity_mol_per_l)
         add(f"{c.name}.extractant_mol_per_l", c.chemistry.extractant_concentration(system))
         add(f"{c.name}.temperature_k", c.chemistry.temperature_k)
         for s in els:
@@ -450,6 +457,8 @@ def build_flowsheet(spec: PlantSpec) -> Flowsheet:
                     fresh_org[i, n] += P(f"{fs.name}.flow_l_per_h") * conc
             if fs.phase == "aqueous":
                 fresh_acid[0, fs_idx] += P(f"{fs.name}.flow_l_per_h") * P(f"{fs.name}.acidity_mol_per_l")
+        elif c.feed_acidity_mol_per_l is not None:
+            fresh_acid[0, fs_idx] += F_aq * P(f"{c.name}.feed_acidity_mol_per_l")
         # stage phase volumes: mixer + settler, split by the design flow ratio (constant: the
         # settler layers are held by weirs, so a flow move does not jump the inventories)
         v_stage = c.mixer_volume_l + c.settler_volume_l
@@ -476,7 +485,8 @@ def build_flowsheet(spec: PlantSpec) -> Flowsheet:
         up = layouts[circuit_index[up_name]]
         out = next(o for o in outlets if o.circuit == up.index and o.name == c.feed)
         if out.phase == "aq":
-            links.append(Link(lay.index, lay.feed_stage, up.index, out.stage, "aq", out.weight))
+            adjusted = c.feed_acidity_mol_per_l is not None
+            links.append(Link(lay.index, lay.feed_stage, up.index, out.stage, "aq", out.weight, not adjusted))
         else:
             links.append(Link(lay.index, lay.n_extraction, up.index, out.stage, "org", out.weight))
     return Flowsheet(

@@ -92,6 +92,7 @@ class _LinkGroup:
     weight: npt.NDArray[np.int64]
     tgt_el: npt.NDArray[np.int64]  # target element positions that exist in the source
     src_el: npt.NDArray[np.int64]
+    carries_acid: bool  # False: an acidity-adjusted feed (metals only)
 
     @cached_property
     def src_ix(self) -> tuple[npt.NDArray[np.int64], ...]:
@@ -150,13 +151,13 @@ class Residual:
     def __init__(self, flowsheet: Flowsheet) -> None:
         self.fs = flowsheet
         self.stages = tuple(StageModel(lay) for lay in flowsheet.circuits)
-        groups: dict[tuple[int, int, str], list[tuple[int, int, int]]] = {}
+        groups: dict[tuple[int, int, str, bool], list[tuple[int, int, int]]] = {}
         for link in flowsheet.links:
-            groups.setdefault((link.target, link.source, link.phase), []).append(
+            groups.setdefault((link.target, link.source, link.phase, link.carries_acid), []).append(
                 (link.target_stage, link.source_stage, link.weight)
             )
         self.groups: list[_LinkGroup] = []
-        for (t, s, ph), items in groups.items():
+        for (t, s, ph, acid), items in groups.items():
             arr = np.array(items, dtype=np.int64)
             t_els = flowsheet.circuits[t].elements
             s_els = flowsheet.circuits[s].elements
@@ -171,6 +172,7 @@ class Residual:
                     arr[:, 2],
                     np.array([a for a, _ in pairs], dtype=np.int64),
                     np.array([b for _, b in pairs], dtype=np.int64),
+                    acid,
                 )
             )
         self.release = tuple(np.array(lay.system.proton_release(lay.elements)) for lay in flowsheet.circuits)
@@ -305,7 +307,7 @@ class Residual:
             np.add.at(flux_in[g.target], idx, contrib)
             if g.phase == "org":
                 np.add.at(org_in[g.target], idx, contrib)
-            else:
+            elif g.carries_acid:
                 np.add.at(acid_in[g.target], g.tgt_stage, src.acid[g.src_stage] * w)
         build = jacobian and self._jac_pattern is None  # index arrays are needed only once
         res_parts = []
@@ -383,13 +385,14 @@ class Residual:
                         jac_rows.append(row_el.ravel())
                         jac_cols.append(col.ravel())
                     jac_vals.append((scale_in * src.x[g.src_ix]).ravel())
-                    # (d) acid row: + w d acid_src / dz_src
-                    if build:
-                        rows_h = np.repeat(tl.offset + ts * tl.nv + tl.n_el, sl.nv)
-                        cols_h = (sl.offset + ss[:, None] * sl.nv + np.arange(sl.nv)[None, :]).ravel()
-                        jac_rows.append(rows_h)
-                        jac_cols.append(cols_h)
-                    jac_vals.append((w[:, None] * src.d_acid[ss] / fv.acid_scale[g.target]).ravel())
+                    # (d) acid row: + w d acid_src / dz_src (not for an acidity-adjusted feed)
+                    if g.carries_acid:
+                        if build:
+                            rows_h = np.repeat(tl.offset + ts * tl.nv + tl.n_el, sl.nv)
+                            cols_h = (sl.offset + ss[:, None] * sl.nv + np.arange(sl.nv)[None, :]).ravel()
+                            jac_rows.append(rows_h)
+                            jac_cols.append(cols_h)
+                        jac_vals.append((w[:, None] * src.d_acid[ss] / fv.acid_scale[g.target]).ravel())
                 else:
                     # (b) element rows: d ln In / dz_src through Y_src
                     yv = src.y[g.src_ix]  # (k, L)
@@ -522,7 +525,7 @@ def symbolic_residual(flowsheet: Flowsheet) -> ca.Function:
         flux_in[g.target] = flux_in[g.target] + contrib
         if g.phase == "org":
             org_in[g.target] = org_in[g.target] + contrib
-        else:
+        elif g.carries_acid:
             acid_in[g.target] = acid_in[g.target] + ca.mtimes(acids[g.source], wm)
     out = []
     for c, lay in enumerate(fs.circuits):

@@ -238,6 +238,11 @@ class CircuitSpec(_Model):
     Stages are numbered along the organic path: extraction 1..n, scrub n+1..n+m, strip
     n+m+1..n+m+k. The aqueous feed enters at ``feed_stage`` (default n, the last extraction
     stage); an organic feed joins the organic entering the first scrub stage.
+
+    ``feed_acidity_mol_per_l`` adjusts a feed taken from another circuit's aqueous outlet (a
+    strip liquor, usually several mol/L of spent strip acid) to this free acidity before it enters:
+    the excess is neutralised with NH3 (a weaker liquor is topped up with HCl), both costed by
+    :mod:`models.economics`. None: the liquor enters as it leaves the upstream circuit.
     """
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$")
@@ -257,6 +262,7 @@ class CircuitSpec(_Model):
     reflux_fraction: Fraction = 0.0
     strip_flow_l_per_h: NonNegFloat = 0.0
     strip_acid_mol_per_l: NonNegFloat = 0.0
+    feed_acidity_mol_per_l: PosFloat | None = None
 
     @model_validator(mode="after")
     def _check(self) -> CircuitSpec:
@@ -414,6 +420,14 @@ class PlantSpec(_Model):
                 raise _SpecFieldError(
                     f"circuits[{i}].feed", f"stream {c.feed!r} does not exist; streams: {', '.join(sorted(streams))}"
                 )
+            adjustable = "." in c.feed and c.feed.split(".")[1] in ("raffinate", "strip_liquor")
+            if c.feed_acidity_mol_per_l is not None and not adjustable:
+                raise _SpecFieldError(
+                    f"circuits[{i}].feed_acidity_mol_per_l",
+                    f"{c.feed_acidity_mol_per_l!r} is not allowed for feed {c.feed!r}: only a feed taken from "
+                    "another circuit's raffinate or strip liquor can be acidity-adjusted (set an external "
+                    "feed's acidity_mol_per_l instead)",
+                )
             if c.feed in feeders:
                 raise _SpecFieldError(
                     f"circuits[{i}].feed", f"stream {c.feed!r} already feeds circuit {feeders[c.feed]!r}"
@@ -478,6 +492,8 @@ class PlantSpec(_Model):
             out |= {f"{f.name}.flow_l_per_h", f"{f.name}.acidity_mol_per_l"}
         for c in self.circuits:
             out |= {f"{c.name}.{v}" for v in CIRCUIT_VARIABLES}
+            if c.feed_acidity_mol_per_l is not None:
+                out.add(f"{c.name}.feed_acidity_mol_per_l")
         return out
 
     def circuit(self, name: str) -> CircuitSpec:

@@ -557,7 +557,10 @@ class SteadySolver:
             if feed not in feeds:
                 stream = solved[feed]
                 p_sub[sub.fs.parameters.index("in.flow_l_per_h")] = stream.flow_l_per_h
-                p_sub[sub.fs.parameters.index("in.acidity_mol_per_l")] = max(stream.acidity_mol_per_l, 1e-6)
+                acidity = stream.acidity_mol_per_l
+                if lay.spec.feed_acidity_mol_per_l is not None:  # the liquor is adjusted on its way in
+                    acidity = pv[fs.parameters.index(f"{lay.name}.feed_acidity_mol_per_l")]
+                p_sub[sub.fs.parameters.index("in.acidity_mol_per_l")] = max(acidity, 1e-6)
                 for s_el, c in stream.composition_mol_per_l.items():
                     name = f"in.conc_mol_per_l.{s_el}"
                     if name in sub.fs.parameters:
@@ -596,6 +599,7 @@ class SteadySolver:
             }
         circ = c.model_dump()
         circ["feed"] = "in"
+        circ["feed_acidity_mol_per_l"] = None  # the stand-in feed carries the adjusted acidity
         spec = parse_spec({"plant": {"name": f"{fs.spec.plant.name}:{circuit}"}, "feeds": [feed], "circuits": [circ]})
         sub = SteadySolver(build_flowsheet(spec), self.options)
         pmap = [
