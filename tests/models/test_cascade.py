@@ -115,8 +115,15 @@ def test_tb_dy_scrub_acid_moves_products_as_theory_says(tb_dy) -> None:
     assert more_org.product("Dy2O3").recovery > base.product("Dy2O3").recovery
 
 
-def test_assembled_jacobian_equals_casadi_ad(tb_dy) -> None:
-    fs, solver, res = tb_dy
+@pytest.fixture(scope="module")
+def adjusted_pair():
+    """Two circuits, the second fed with the first's strip liquor at an adjusted acidity."""
+    return solve(SPECS / "adjusted_pair.toml")
+
+
+@pytest.mark.parametrize("plant", ["tb_dy", "adjusted_pair"])
+def test_assembled_jacobian_equals_casadi_ad(plant: str, request: pytest.FixtureRequest) -> None:
+    fs, solver, res = request.getfixturevalue(plant)
     rng = np.random.default_rng(3)
     z = res.z + 0.05 * rng.standard_normal(res.z.size)
     p = fs.parameter_vector()
