@@ -1,7 +1,7 @@
 """Reproduce the design flows of models/plants/hree_refinery.toml, circuit by circuit.
 
 Each cut is designed alone, upstream first, fed with the upstream design's strip liquor at the
-adjusted feed acidity (0.2 mol/L; the MREC liquor keeps its own 0.1 mol/L):
+circuit's ``feed_acidity_mol_per_l`` from the spec (the MREC liquor keeps its own 0.1 mol/L):
 
 - scrub flow from a reflux of ``REFLUX`` times the binary minimum-reflux estimate
   ``1 / ((beta - 1) f_B)`` of countercurrent theory (beta of the key pair from the P507-HCl set,
@@ -49,11 +49,10 @@ P507-HCl set (models/data/p507_hcl.csv, DERIVED there: 7.46, 1.91, 2.10, 1.82) r
 design run."""
 SAPONIFICATION = 0.35
 STRIP_ACID_MOL_PER_L = 6.0
-ADJUSTED_FEED_ACIDITY_MOL_PER_L = 0.2
 REFLUX = {"NdSm": 3.0, "GdTb": 1.5, "TbDy": 1.5, "DyHo": 1.5}
 
 
-def _cut(circuit: dict[str, Any], feed: dict[str, Any]) -> tuple[Any, SteadySolver]:
+def _cut(circuit: dict[str, Any], feed: dict[str, Any]) -> SteadySolver:
     circ = dict(circuit, feed=feed["name"])
     circ.pop("feed_acidity_mol_per_l", None)
     name = circ["name"]
@@ -65,8 +64,7 @@ def _cut(circuit: dict[str, Any], feed: dict[str, Any]) -> tuple[Any, SteadySolv
     spec = parse_spec(
         {"plant": {"name": f"cut_{name}"}, "feeds": [feed], "circuits": [circ], "products": products}
     )
-    fs = build_flowsheet(spec)
-    return fs, SteadySolver(fs)
+    return SteadySolver(build_flowsheet(spec))
 
 
 def _strip_share(res: SteadyResult, name: str) -> float:
@@ -75,11 +73,11 @@ def _strip_share(res: SteadyResult, name: str) -> float:
     return strip / (strip + raff)
 
 
-def design_cut(
-    fs: Any, solver: SteadySolver, circuit: dict[str, Any], feed: dict[str, Any], reflux: float, warm: dict[str, Any]
-) -> tuple[dict[str, float], SteadyResult]:
-    """Flows of one cut and its steady state; ``warm`` carries the last solve to the next call."""
+def design_cut(circuit: dict[str, Any], feed: dict[str, Any], reflux: float) -> tuple[dict[str, float], SteadyResult]:
+    """Flows of one cut and its steady state."""
     name = circuit["name"]
+    solver = _cut(circuit, feed)
+    fs = solver.fs
     conc = fs.spec.feeds[0].concentrations_mol_per_l()
     flux = {s: c * feed["flow_l_per_h"] for s, c in conc.items() if s != "Na"}
     total = sum(flux.values())
@@ -90,7 +88,7 @@ def design_cut(
     strip = 1.15 * 3.0 * extracted / STRIP_ACID_MOL_PER_L
     capacity = 3.0 * extracted / (SAPONIFICATION * circuit["chemistry"]["extractant_mol_per_l"])
     lo, hi = 0.2 * capacity, 4.0 * capacity
-    z, p0 = warm.get("z"), warm.get("p")
+    z = p0 = None
     best: tuple[dict[str, float], SteadyResult] | None = None
     while hi / lo > 1.01:
         g = math.sqrt(lo * hi)
@@ -106,7 +104,7 @@ def design_cut(
         if not res.success:
             lo = g
             continue
-        z, p0 = warm["z"], warm["p"] = res.z, p
+        z, p0 = res.z, p
         if _strip_share(res, name) > f_b:
             hi = g
         else:
@@ -123,8 +121,9 @@ def main() -> None:
     feed = dict(spec["feeds"][0])
     for circuit in spec["circuits"]:
         name = circuit["name"]
-        fs, solver = _cut(circuit, feed)
-        flows, res = design_cut(fs, solver, circuit, feed, REFLUX[name], {})
+        # a strip liquor enters at its circuit's adjusted acidity (the MREC liquor at its own)
+        feed["acidity_mol_per_l"] = circuit.get("feed_acidity_mol_per_l", feed["acidity_mol_per_l"])
+        flows, res = design_cut(circuit, feed, REFLUX[name])
         print(f"[{name}] " + ", ".join(f"{k} = {v:.4g}" for k, v in flows.items()))
         for prod in res.products:
             print(f"    {prod.name}: purity {prod.purity:.5f}, recovery {prod.recovery:.4f}")
@@ -133,7 +132,7 @@ def main() -> None:
         feed = {
             "name": "liquor",
             "flow_l_per_h": liquor.flow_l_per_h,
-            "acidity_mol_per_l": ADJUSTED_FEED_ACIDITY_MOL_PER_L,
+            "acidity_mol_per_l": liquor.acidity_mol_per_l,
             "composition_basis": "mol_per_l",
             "composition": {s: c for s, c in liquor.composition_mol_per_l.items() if c > 1e-9 and s != "Na"},
         }
