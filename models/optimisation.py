@@ -1122,6 +1122,7 @@ class SetpointOptimiser:
         specs: Mapping[str, Mapping[str, float | None]] | None = None,
         bound_overrides: Mapping[str, float] | None = None,
         warm: OptimisationResult | None = None,
+        fallback: bool = True,
     ) -> OptimisationResult:
         """Optimal setpoints from the current operating point.
 
@@ -1140,6 +1141,10 @@ class SetpointOptimiser:
             ``"TbDy loading max S12"``): for relaxation studies.
         warm
             A previous result of this optimiser: its NLP point and multipliers start IPOPT.
+        fallback
+            When the warm-started solve fails, solve again from the current point and, if that
+            fails too, diagnose infeasibility with the elastic problem. False returns the warm
+            solve's failure at once (a continuation that will try a shorter step instead).
 
         Raises
         ------
@@ -1186,13 +1191,14 @@ class SetpointOptimiser:
                 log.info("warm-started IPOPT: %s; solving again from the current point", stats.get("return_status"))
         else:
             t_solve = time.perf_counter()
-        if not ok:
+        fail_fast = warm is not None and not fallback and bool(sol)
+        if not ok and not fail_fast:
             sol = self._solver(**args)
             stats = self._solver.stats()
             iterations += int(stats.get("iter_count", 0))
             ok = bool(stats.get("success", False))
         message = str(stats.get("return_status", ""))
-        if not ok:
+        if not ok and not fail_fast:
             # elastic problem: which specs cannot be met, and how close can we get?
             sol_e, stats_e, violated = self._elastic_solve(args, lbg, ubg, phys)
             iterations += int(stats_e.get("iter_count", 0))
@@ -1220,7 +1226,7 @@ class SetpointOptimiser:
         p_opt[self._sel_idx] = self._u0 + self._su * v_opt
         warnings = [*self.economics.warnings, *self.inventory.warnings]
         steady_opt: SteadyResult | None = None
-        if self.options.verify:
+        if self.options.verify and (ok or not fail_fast):
             # Newton from the optimiser's state (a continuation from there, when Newton fails,
             # is slow and lands where the loose Newton below does)
             steady_opt = self.steady_solver.solve(p_opt, z0=z_opt, continuation=False)

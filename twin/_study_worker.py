@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from models.capacity import CapacityOptions, feed_capacity
 from models.economics import Economics
 from models.errors import InfeasibleError, TwinError
 from models.flowsheet import Flowsheet, build_flowsheet
@@ -232,6 +233,22 @@ def _balance_split(
     }
 
 
+def _optimiser(
+    key: str, fs: Flowsheet, solver: SteadySolver, task: dict[str, Any], objective: str
+) -> SetpointOptimiser:
+    """The worker's optimiser of this plant for the task's objective, prices and feed range."""
+    prices = task.get("prices", "china_domestic")
+    # the feed range matters to the throughput objective only (it makes the feeds decision variables)
+    feed_range = tuple(task.get("feed_range", (0.1, 5.0))) if objective == "throughput" else (0.1, 5.0)
+    okey = (key, Objective(objective).value, prices, (float(feed_range[0]), float(feed_range[1])))
+    if okey not in _OPTIMISERS:
+        options = OptimisationOptions(
+            objective=Objective(objective), price_scenario=prices, throughput_feed_range=okey[3]
+        )
+        _OPTIMISERS[okey] = SetpointOptimiser(fs, options, solver=solver)
+    return _OPTIMISERS[okey]
+
+
 def solve_case(task: dict[str, Any], warm: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one study case (see module docstring). Never raises for a failed computation: the result
     says ``status`` = ``failed`` or ``infeasible`` with the message."""
@@ -259,15 +276,28 @@ def solve_case(task: dict[str, Any], warm: dict[str, Any] | None = None) -> dict
         out["layout"] = layout_signature(fs)
         out["status"] = "ok"
         out["n_stages"] = {c.name: [c.n_extraction, c.n_scrub, c.n_strip] for c in fs.circuits}
+        if task.get("action") == "capacity":
+            opt = _optimiser(key, fs, solver, task, "reagent")
+            cap = feed_capacity(
+                opt,
+                res,
+                CapacityOptions(feed_range=tuple(task["feed_range"]), rel_tol=float(task.get("rel_tol", 0.02))),
+                specs=task.get("specs") or None,
+                bound_overrides=task.get("bound_overrides") or None,
+            )
+            out["capacity"] = cap.to_dict()
+            if not cap.success:
+                out["status"] = "infeasible"
+                out["message"] = cap.reason
+                return out
+            assert cap.optimum is not None
+            final = cap.optimum.steady
+            if final is not None:
+                out.update(_steady_record(fs, final, econ))
+                out["z"] = final.z.tolist()
+                out["p"] = final.parameters.values.tolist()
         if task.get("action") == "optimise":
-            objective = Objective(task.get("objective", "margin"))
-            prices = task.get("prices", "china_domestic")
-            feed_range = tuple(task.get("feed_range", (0.1, 5.0)))
-            okey = (key, objective.value, prices, (float(feed_range[0]), float(feed_range[1])))
-            if okey not in _OPTIMISERS:
-                options = OptimisationOptions(objective=objective, price_scenario=prices, throughput_feed_range=okey[3])
-                _OPTIMISERS[okey] = SetpointOptimiser(fs, options, solver=solver)
-            opt = _OPTIMISERS[okey]
+            opt = _optimiser(key, fs, solver, task, task.get("objective", "margin"))
             specs = task.get("specs") or None
             try:
                 r = opt.optimise(p, current=res, specs=specs, bound_overrides=task.get("bound_overrides") or None)

@@ -528,12 +528,27 @@ def _case_chains(
         # feed_range times their current value, beyond their [[manipulated]] bounds
         lo_f, hi_f = spec.capacity.feed_range
         feed_flows = {f"{f.name}.flow_l_per_h" for f in fs.spec.feeds}
+        continuation = spec.capacity.method == "continuation"
         release: dict[str, float] = {}
-        if spec.capacity.release_feed_bounds:
-            for m in fs.spec.manipulated:
-                if m.variable in feed_flows:
-                    release[f"{m.name} min"] = lo_f * fs.parameters[m.variable]
-                    release[f"{m.name} max"] = hi_f * fs.parameters[m.variable]
+        for m in fs.spec.manipulated:
+            if m.variable not in feed_flows:
+                continue
+            if spec.capacity.release_feed_bounds and not continuation:
+                release[f"{m.name} min"] = lo_f * fs.parameters[m.variable]
+                release[f"{m.name} max"] = hi_f * fs.parameters[m.variable]
+            elif not spec.capacity.release_feed_bounds and continuation:  # the feed stays in its window
+                lo_f = max(lo_f, m.min / fs.parameters[m.variable])
+                hi_f = min(hi_f, m.max / fs.parameters[m.variable])
+        method = (
+            {"action": "capacity", "feed_range": [lo_f, hi_f], "rel_tol": spec.capacity.rel_tol}
+            if continuation
+            else {
+                "action": "optimise",
+                "objective": "throughput",
+                "feed_range": [lo_f, hi_f],
+                "bound_overrides": release,
+            }
+        )
         for name, overrides, prices, baskets in entries:
             _check_names(names, mvs, list(overrides), f"capacity.scenarios.{name}.set")
             tasks.append(
@@ -544,11 +559,8 @@ def _case_chains(
                     overrides=overrides,
                     labels={"scenario": name},
                     prices=prices,
-                    action="optimise",
-                    objective="throughput",
-                    feed_range=list(spec.capacity.feed_range),
-                    bound_overrides=release,
                     structure={"baskets": baskets} if baskets else None,
+                    **method,
                 )
             )
         return [[t] for t in tasks]
@@ -959,6 +971,20 @@ def _findings(spec: StudySpec, results: Mapping[str, Mapping[str, Any]], fs: Any
             name = r["labels"].get("scenario")
             if r.get("status") != "ok":
                 cap[name] = {"status": r.get("status"), "message": r.get("message", "")}
+                continue
+            if "capacity" in r:  # feed-rate continuation (models.capacity)
+                c = r["capacity"]
+                cap[name] = {
+                    "feed_reo_kg_per_h": c["feed_reo_kg_per_h"],
+                    "current_feed_reo_kg_per_h": c["current_feed_reo_kg_per_h"],
+                    "feed_scale": c["feed_scale"],
+                    "bracket": c["bracket"],
+                    "feed_setpoints": c["feed_flows_l_per_h"],
+                    "limited_by": c["limited_by"],
+                    "specs_at_limit": c["specs_at_limit"],
+                    "worth": [f"capacity search: {c['reason']}"],
+                    "solves": len(c["steps"]),
+                }
                 continue
             opt = r["optimisation"]
             feeds = {k: v for k, v in opt["setpoints"].items() if "flow_l_per_h" in k or "feed" in k}

@@ -182,16 +182,30 @@ class ParetoSpec(_Model):
 
 
 class CapacitySpec(_Model):
-    """``[capacity]``: throughput at spec, once at the plant's point or per scenario.
+    """``[capacity]``: the largest feed at spec, once at the plant's point or per scenario.
 
     Feed flows move over ``feed_range`` times their current value; with ``release_feed_bounds``
     (default) that replaces the bounds of feed-flow manipulated variables too, so the answer is the
     plant's capacity rather than the operating window's.
+
+    ``method``: ``throughput`` solves the throughput objective of the optimiser in one NLP (its
+    multipliers say what relaxing each limit is worth in kg REO/h); ``continuation`` walks the
+    feed up with fixed-feed reagent-cost optimisations and bisects to ``rel_tol``
+    (:mod:`models.capacity`): for chained circuits, where the single NLP does not converge.
     """
 
     scenarios: tuple[ScenarioSpec, ...] = ()
     feed_range: tuple[float, float] = (0.1, 5.0)
     release_feed_bounds: bool = True
+    method: Literal["throughput", "continuation"] = "throughput"
+    rel_tol: float = Field(default=0.02, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> CapacitySpec:
+        lo, hi = self.feed_range
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 < lo < 1.0 < hi):
+            raise ValueError(f"feed_range: {list(self.feed_range)!r} is not allowed; expected 0 < low < 1 < high")
+        return self
 
 
 class XuEstimateSpec(_Model):

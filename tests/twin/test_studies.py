@@ -71,6 +71,10 @@ def test_study_files_are_validated_with_the_field_named(tmp_path: Path) -> None:
         )
     with pytest.raises(SpecError, match=r"study\.prices"):
         parse_study({"study": {"name": "x", "kind": "sweep", "plant": "p", "prices": "moon"}, "sweep": {}})
+    for capacity, field in (({"feed_range": [1.5, 3.0]}, "feed_range"), ({"method": "guess"}, "method")):
+        with pytest.raises(SpecError, match=rf"capacity\.{field}") as info:
+            parse_study({"study": {"name": "x", "kind": "capacity", "plant": "p"}, "capacity": capacity})
+        assert ("1.5" if field == "feed_range" else "continuation") in info.value.message
     bad = write_study(tmp_path, SWEEP.replace('plant = "PLANT"', 'plant = "nowhere.toml"'))
     with pytest.raises(SpecError, match=r"study\.plant"):
         load_study(bad)
@@ -292,21 +296,32 @@ source = "test"
     assert "X.ln_d_offset.Nd" in saved["result"]["labels"]
 
 
-def test_capacity_of_tb_dy(tmp_path: Path) -> None:
-    shutil.copy(PLANTS / "tb_dy.toml", tmp_path / "tb_dy.toml")
-    study = write_study(
-        tmp_path,
-        """
+CAPACITY = """
 [study]
 name = "tb_dy_capacity"
 kind = "capacity"
 plant = "PLANT"
 
 [capacity]
-""",
-        plant=tmp_path / "tb_dy.toml",
-    )
-    res = run_study_file(study, StudyRunOptions(out_dir=tmp_path / "out", workers=1, progress=False))
-    cap = res.findings["capacity"]["nominal"]
-    assert cap["feed_reo_kg_per_h"] > cap["current_feed_reo_kg_per_h"]
-    assert cap["limited_by"]  # what stops a larger feed is named
+method = "METHOD"
+rel_tol = 0.01
+"""
+
+
+def test_capacity_of_tb_dy_by_two_methods(tmp_path: Path) -> None:
+    """The throughput NLP and the feed-rate continuation (models.capacity) find the same capacity."""
+    shutil.copy(PLANTS / "tb_dy.toml", tmp_path / "tb_dy.toml")
+    found = {}
+    for method in ("throughput", "continuation"):
+        study = write_study(tmp_path, CAPACITY.replace("METHOD", method), plant=tmp_path / "tb_dy.toml")
+        res = run_study_file(study, StudyRunOptions(out_dir=tmp_path / method, workers=1, progress=False))
+        found[method] = cap = res.findings["capacity"]["nominal"]
+        assert cap["feed_reo_kg_per_h"] > cap["current_feed_reo_kg_per_h"]
+        assert cap["limited_by"]  # what stops a larger feed is named
+    thr, cont = found["throughput"], found["continuation"]
+    lo, hi = cont["bracket"]
+    assert hi / lo - 1.0 <= 0.01
+    # the NLP's optimum lies in the continuation's bracket (1e-3: the NLP's own tolerance on the specs)
+    scale = thr["feed_reo_kg_per_h"] / thr["current_feed_reo_kg_per_h"]
+    assert lo * (1 - 1e-3) <= scale <= hi * (1 + 1e-3)
+    assert cont["feed_reo_kg_per_h"] == pytest.approx(thr["feed_reo_kg_per_h"], rel=0.01)

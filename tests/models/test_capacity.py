@@ -1,0 +1,44 @@
+"""Bad input to the feed-rate capacity continuation (models.capacity) is refused with the field
+named; its agreement with the throughput NLP is tested through a study (tests/twin/test_studies.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models.capacity import CapacityOptions, feed_capacity
+from models.errors import InputError
+from models.flowsheet import build_flowsheet
+from models.optimisation import Objective, OptimisationOptions, SetpointOptimiser
+from models.spec import load_spec
+from models.steady import SteadySolver
+
+PLANTS = Path(__file__).resolve().parents[2] / "models" / "plants"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"feed_range": (1.2, 3.0)}, "feed_range"),
+        ({"feed_range": (0.5, float("inf"))}, "feed_range"),
+        ({"rel_tol": 0.0}, "rel_tol"),
+        ({"first_step": 0.5, "max_step": 0.4}, "first_step"),
+        ({"max_solves": 0}, "max_solves"),
+    ],
+)
+def test_bad_options_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(InputError, match=field) as err:
+        CapacityOptions(**kwargs)  # type: ignore[arg-type]
+    assert err.value.field == field
+
+
+def test_a_feed_moving_objective_is_refused() -> None:
+    fs = build_flowsheet(load_spec(PLANTS / "tb_dy.toml"))
+    solver = SteadySolver(fs)
+    current = solver.solve()
+    for objective in (Objective.THROUGHPUT, Objective.MARGIN):  # tb_dy's margin moves its feed flow
+        opt = SetpointOptimiser(fs, OptimisationOptions(objective=objective), solver=solver)
+        with pytest.raises(InputError, match="objective") as err:
+            feed_capacity(opt, current)
+        assert "reagent" in err.value.message
