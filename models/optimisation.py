@@ -294,6 +294,13 @@ class OptimisationOptions:
         plant) or keep MX graphs; None: expand up to ``EXPAND_MAX_UNKNOWNS`` stage unknowns.
     ipopt
         Extra raw IPOPT options (``{"print_level": 5}``); documented here as the one raw field.
+    start
+        Where IPOPT starts a cold solve: ``current`` (the steady state at the current point) or
+        ``reagent`` (the reagent-cost optimum at spec, solved first by a second NLP of the same
+        plant; only for the margin and throughput objectives). ``auto``: ``reagent`` for a whole
+        flowsheet of several circuits, whose margin NLP does not converge from its design point
+        (hree_refinery: 331 iterations and an elastic retry, 532 s, failed; from the reagent
+        optimum, 346 iterations), ``current`` otherwise.
     """
 
     objective: Objective = Objective.MARGIN
@@ -310,6 +317,7 @@ class OptimisationOptions:
     verify: bool = True
     expand: bool | None = None
     ipopt: Mapping[str, Any] = field(default_factory=dict)
+    start: Literal["auto", "current", "reagent"] = "auto"
 
     def __post_init__(self) -> None:
         try:
@@ -346,6 +354,10 @@ class OptimisationOptions:
             raise InputError(
                 f"throughput_feed_range: {self.throughput_feed_range!r} is not allowed; expected 0 < low < 1 < high",
                 field="throughput_feed_range",
+            )
+        if self.start not in ("auto", "current", "reagent"):
+            raise InputError(
+                f"start: {self.start!r} is not allowed; expected one of auto, current, reagent", field="start"
             )
         if not (self.tol > 0 and self.max_iter >= 1):
             raise InputError("tol must be > 0 and max_iter >= 1", field="tol")
@@ -548,6 +560,9 @@ class OptimisationResult:
         Stage unknowns and full parameter vector at the optimum (warm start for the next call).
     steady
         The verification steady solve at the optimum (None when ``verify`` is off).
+    start
+        Where the cold solve started (``current point`` or ``reagent-cost optimum``); the
+        iterations and build time include the first stage's.
     """
 
     success: bool
@@ -572,6 +587,7 @@ class OptimisationResult:
     nlp_x: Array | None = field(default=None, repr=False)
     nlp_lam_g: Array | None = field(default=None, repr=False)
     nlp_lam_x: Array | None = field(default=None, repr=False)
+    start: str = "current point"
 
     @property
     def setpoints(self) -> dict[str, float]:
@@ -634,6 +650,7 @@ class OptimisationResult:
             "assumptions": [a.to_dict() for a in self.assumptions],
             "rests_on": [r.to_dict() for r in self.rests_on],
             "iterations": self.iterations,
+            "start": self.start,
             "build_time_s": self.build_time_s,
             "solve_time_s": self.solve_time_s,
             "wall_time_s": self.wall_time_s,
@@ -1051,9 +1068,7 @@ class SetpointOptimiser:
         fs = self.fs
         opts = self.options
         overrides = dict(bound_overrides or {})
-        known = {f"{v.name} {side}" for v in self.variables for side in ("min", "max")}
-        for r in self._rows_list:
-            known |= {f"{r.name} min", f"{r.name} max"} if r.lower is not None and r.upper is not None else {r.name}
+        known = self._bound_names()
         for name in overrides:
             if name not in known:
                 raise InputError(f"bound override {name!r} names no constraint of this problem", field="bounds")
@@ -1111,6 +1126,53 @@ class SetpointOptimiser:
         lbx = np.r_[np.full(nz, -np.inf), (lo_u - self._u0) / self._su]
         ubx = np.r_[np.full(nz, np.inf), (hi_u - self._u0) / self._su]
         return lbx, ubx, np.array(lbg), np.array(ubg), phys
+
+    def _bound_names(self) -> set[str]:
+        """Every name a bound override may use (after :meth:`_build`)."""
+        known = {f"{v.name} {side}" for v in self.variables for side in ("min", "max")}
+        for r in self._rows_list:
+            known |= {f"{r.name} min", f"{r.name} max"} if r.lower is not None and r.upper is not None else {r.name}
+        return known
+
+    @property
+    def _starts_from_reagent(self) -> bool:
+        opts = self.options
+        if opts.objective is Objective.REAGENT or opts.start == "current":
+            return False
+        return opts.start == "reagent" or (opts.circuit is None and len(self.fs.circuits) > 1)
+
+    @cached_property
+    def _reagent_stage(self) -> SetpointOptimiser:
+        """The reagent-cost optimiser of the same plant and options: the first stage of a staged start."""
+        options = replace(self.options, objective=Objective.REAGENT, start="current")
+        return SetpointOptimiser(self.fs, options, solver=self.steady_solver)
+
+    def _reagent_start(
+        self,
+        p_now: Array,
+        current: SteadyResult,
+        specs: Mapping[str, Mapping[str, float | None]] | None,
+        bound_overrides: Mapping[str, float] | None,
+        lbx: Array,
+        ubx: Array,
+    ) -> tuple[Array, int, float] | None:
+        """The reagent-cost optimum as a start point of this NLP (x, iterations, build time), or
+        None when that optimisation fails or the specs are infeasible (the solve then starts from
+        the current point and diagnoses infeasibility itself)."""
+        stage = self._reagent_stage
+        stage._build()
+        known = stage._bound_names()
+        overrides = {k: v for k, v in (bound_overrides or {}).items() if k in known}
+        try:
+            first = stage.optimise(p_now, current=current, specs=specs, bound_overrides=overrides or None)
+        except InfeasibleError:
+            return None
+        if not first.success:
+            return None
+        nz = self.fs.n_unknowns
+        z = first.steady.z if first.steady is not None else first.z
+        v = np.clip((first.parameters[self._sel_idx] - self._u0) / self._su, lbx[nz:], ubx[nz:])
+        return np.r_[z, v], first.iterations, first.build_time_s
 
     # ------------------------------------------------------------------ solve
     def optimise(
@@ -1176,7 +1238,17 @@ class SetpointOptimiser:
         iterations = 0
         sol: dict[str, Any] = {}
         ok = False
-        if warm is not None and warm.nlp_x is not None and warm.nlp_x.shape == x0.shape:
+        start_from = "current point"
+        use_warm = warm is not None and warm.nlp_x is not None and warm.nlp_x.shape == x0.shape
+        if not use_warm and self._starts_from_reagent:
+            staged = self._reagent_start(p_now, current, specs, bound_overrides, lbx, ubx)
+            if staged is not None:
+                args["x0"], iterations, stage_build = staged
+                build_time += stage_build
+                start_from = "reagent-cost optimum"
+        if use_warm:
+            assert warm is not None
+            assert warm.nlp_x is not None
             t_build = time.perf_counter()
             warm_solver = self._warm_solver  # built on the first warm call: counted as build time
             t_solve = time.perf_counter()
@@ -1185,13 +1257,13 @@ class SetpointOptimiser:
                                      "lam_x0": warm.nlp_lam_x}
             sol = warm_solver(**{**args, **start})
             stats = warm_solver.stats()
-            iterations = int(stats.get("iter_count", 0))
+            iterations += int(stats.get("iter_count", 0))
             ok = bool(stats.get("success", False))
             if not ok:
                 log.info("warm-started IPOPT: %s; solving again from the current point", stats.get("return_status"))
         else:
             t_solve = time.perf_counter()
-        fail_fast = warm is not None and not fallback and bool(sol)
+        fail_fast = use_warm and not fallback
         if not ok and not fail_fast:
             sol = self._solver(**args)
             stats = self._solver.stats()
@@ -1286,6 +1358,7 @@ class SetpointOptimiser:
             nlp_x=x_opt,
             nlp_lam_g=np.asarray(sol["lam_g"]).ravel(),
             nlp_lam_x=np.asarray(sol["lam_x"]).ravel(),
+            start=start_from,
         )
 
     def _elastic_solve(
