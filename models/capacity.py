@@ -36,18 +36,6 @@ from models.steady import SteadyResult
 __all__ = ["CapacityOptions", "CapacityResult", "CapacityStep", "feed_capacity"]
 
 SPEC_KINDS = (ConstraintKind.PURITY, ConstraintKind.RECOVERY)
-SPEC_TOL = 1e-7
-"""A product counts as at spec within this (absolute, on fractions) of its minimum: the verified
-steady state of an optimum that sits on a specification reproduces it to ~1e-9 (measured on tb_dy,
-Tb_cut purity 0.9799999989 against 0.98), and no assay resolves 1e-7."""
-
-
-def _at_spec(result: OptimisationResult) -> bool:
-    return all(
-        (k.purity_min is None or k.purity >= k.purity_min - SPEC_TOL)
-        and (k.recovery_min is None or k.recovery >= k.recovery_min - SPEC_TOL)
-        for k in result.optimum.kpis
-    )
 
 
 @dataclass(frozen=True)
@@ -256,7 +244,7 @@ def feed_capacity(
                 if not result.success:
                     message = result.message
                     result = None
-                elif not _at_spec(result):
+                elif specs is None and not all(k.on_spec for k in result.optimum.kpis):
                     message = "a product is off spec at the verified optimum"
                     result = None
                 else:

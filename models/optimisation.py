@@ -77,7 +77,7 @@ from models.elements import element
 from models.errors import ConvergenceError, InfeasibleError, InputError
 from models.flowsheet import Flowsheet
 from models.inventory import Inventory, InventoryBreakdown
-from models.kpi import ProductKpis
+from models.kpi import ProductKpis, meets
 from models.prices import available_scenarios
 from models.provenance import Provenance, ProvenanceClass, RestsOn
 from models.steady import SteadyResult, SteadySolver
@@ -406,10 +406,8 @@ class ProductKpi:
 
     @property
     def on_spec(self) -> bool:
-        """True when both minima are met (to 1e-9)."""
-        return (self.purity_min is None or self.purity >= self.purity_min - 1e-9) and (
-            self.recovery_min is None or self.recovery >= self.recovery_min - 1e-9
-        )
+        """True when both minima are met (to :data:`models.kpi.SPEC_TOL`)."""
+        return meets(self.purity, self.purity_min) and meets(self.recovery, self.recovery_min)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

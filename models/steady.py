@@ -23,6 +23,7 @@ import scipy.sparse.linalg as spla
 from models.elements import reo_purity
 from models.errors import ConvergenceError, InputError
 from models.flowsheet import Flowsheet
+from models.kpi import meets
 from models.labelled import LabelledVector
 from models.provenance import RestsOn
 from models.residual import CircuitState, FlowValues, Residual
@@ -112,10 +113,8 @@ class ProductResult:
 
     @property
     def on_spec(self) -> bool:
-        """True when purity and recovery meet their minima."""
-        return (self.purity_min is None or self.purity >= self.purity_min) and (
-            self.recovery_min is None or self.recovery >= self.recovery_min
-        )
+        """True when purity and recovery meet their minima (to :data:`models.kpi.SPEC_TOL`)."""
+        return meets(self.purity, self.purity_min) and meets(self.recovery, self.recovery_min)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
