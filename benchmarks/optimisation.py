@@ -119,7 +119,11 @@ def bench_hree(objective: Objective, max_iter: int) -> None:
         res = opt.optimise(design.parameters.values, current=design)
         total = time.perf_counter() - t
         row(f"hree_refinery {objective.value}: NLP build", f"{res.build_time_s:.2f} s")
-        row(f"hree_refinery {objective.value}: IPOPT ({res.iterations} it.)", f"{res.solve_time_s:.2f} s", res.status)
+        row(
+            f"hree_refinery {objective.value}: IPOPT ({res.iterations} it.)",
+            f"{res.solve_time_s:.2f} s",
+            f"{res.status}, from the {res.start}",
+        )
         row(f"hree_refinery {objective.value}: cold total", f"{total:.2f} s")
     except TwinError as exc:
         row(
