@@ -1,10 +1,10 @@
 """Capacity of a plant configuration by continuation in the feed rate.
 
 The largest feed a configuration takes with every product on spec is the throughput objective of
-:mod:`models.optimisation`. On a single circuit IPOPT solves that problem directly; on a chain of
-circuits designed at their split points it does not (the whole hree_refinery: 1,339 iterations and
-600 s without converging, from the design point or from the reagent-cost optimum), because a
-larger feed moves every cut at once and the purities are steep in the flows there.
+:mod:`models.optimisation`. On a single circuit IPOPT solves that problem directly. On a chain of
+circuits designed at their split points it does not: the whole hree_refinery, started from its
+reagent-cost optimum, ran 1,339 iterations in 600 s without converging. A larger feed moves every
+cut at once, and the purities are steep in the flows there.
 
 This module walks the feed instead, as an engineer would: every external feed flow is scaled by
 one factor *s* (the basket stays the same), and at each *s* the fixed-feed problem of the given
