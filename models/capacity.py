@@ -23,6 +23,7 @@ apart.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -34,6 +35,8 @@ from models.optimisation import ConstraintKind, Objective, OptimisationResult, S
 from models.steady import SteadyResult
 
 __all__ = ["CapacityOptions", "CapacityResult", "CapacityStep", "feed_capacity"]
+
+log = logging.getLogger(__name__)
 
 SPEC_KINDS = (ConstraintKind.PURITY, ConstraintKind.RECOVERY)
 
@@ -53,6 +56,10 @@ class CapacityOptions:
         each success until the first failure).
     max_solves
         Most fixed-feed optimisations in one search.
+    max_wall_s
+        No new optimisation starts after this many seconds (None: no limit); the result is the
+        bracket reached, and says so. One optimisation is not interrupted (IPOPT's iteration
+        limit bounds it).
     """
 
     feed_range: tuple[float, float] = (0.1, 5.0)
@@ -60,6 +67,7 @@ class CapacityOptions:
     first_step: float = 0.1
     max_step: float = 0.4
     max_solves: int = 30
+    max_wall_s: float | None = None
 
     def __post_init__(self) -> None:
         lo, hi = self.feed_range
@@ -75,6 +83,10 @@ class CapacityOptions:
                 f"first_step: {self.first_step!r} is not allowed; expected 0 < first_step <= max_step "
                 f"({self.max_step!r})",
                 field="first_step",
+            )
+        if self.max_wall_s is not None and not (math.isfinite(self.max_wall_s) and self.max_wall_s > 0):
+            raise InputError(
+                f"max_wall_s: {self.max_wall_s!r} is not allowed; expected a number > 0 or None", field="max_wall_s"
             )
         if self.max_solves < 1:
             raise InputError(f"max_solves: {self.max_solves!r} is not allowed; expected >= 1", field="max_solves")
@@ -252,13 +264,19 @@ def feed_capacity(
             except InfeasibleError as exc:
                 message = exc.message
         reo = result.optimum.economics.feed_reo_kg_per_h if result is not None else math.nan
-        steps.append(CapacityStep(scale, result is not None, reo, iterations, time.perf_counter() - t, message))
+        took = time.perf_counter() - t
+        steps.append(CapacityStep(scale, result is not None, reo, iterations, took, message))
+        log.info("capacity walk: %.4g x the feed: %s (%d it., %.1f s)", scale, message, iterations, took)
         return result, message
 
     best: tuple[float, OptimisationResult] | None = None
     fail: tuple[float, str] | None = None
     scale, step = 1.0, opts.first_step
+    out_of_time = False
     while len(steps) < opts.max_solves:
+        if opts.max_wall_s is not None and steps and time.perf_counter() - t0 > opts.max_wall_s:
+            out_of_time = True
+            break
         result, message = attempt(scale, best[1] if best is not None else None)
         if result is not None:
             best = (scale, result)
@@ -281,8 +299,12 @@ def feed_capacity(
     wall = time.perf_counter() - t0
     if math.isnan(current_reo) and best is not None:
         current_reo = best[1].current.economics.feed_reo_kg_per_h * (1.0 / best[0])  # feed REO is linear in s
+    budget = ""
+    if out_of_time:
+        budget = f"the time budget ({opts.max_wall_s:g} s) ran out after {len(steps)} optimisations; "
     if best is None:
-        reason = f"no feed between {lo:g} and 1 x the current feed met spec" + (
+        tried = "no feed tried so far" if out_of_time else f"no feed between {lo:g} and 1 x the current feed"
+        reason = f"{budget}{tried} met spec" + (
             f"; at the lowest tried ({fail[0]:.4g} x): {fail[1]}" if fail is not None else ""
         )
         return CapacityResult(
@@ -308,7 +330,9 @@ def feed_capacity(
         bracket = (s_best, fail[0] if fail is not None else math.nan)
         limited = tuple(a.name for a in r_best.active_constraints if a.kind not in SPEC_KINDS)
         if fail is not None:
-            reason = f"at {fail[0]:.4g} x the current feed: {fail[1]}"
+            reason = f"{budget}at {fail[0]:.4g} x the current feed: {fail[1]}"
+        elif out_of_time:
+            reason = f"{budget}the capacity is at least {s_best:.4g} x the current feed"
         else:
             reason = f"stopped after {opts.max_solves} optimisations"
     specs_active = tuple(a.name for a in r_best.active_constraints if a.kind in SPEC_KINDS)

@@ -281,7 +281,11 @@ def solve_case(task: dict[str, Any], warm: dict[str, Any] | None = None) -> dict
             cap = feed_capacity(
                 opt,
                 res,
-                CapacityOptions(feed_range=tuple(task["feed_range"]), rel_tol=float(task.get("rel_tol", 0.02))),
+                CapacityOptions(
+                    feed_range=tuple(task["feed_range"]),
+                    rel_tol=float(task.get("rel_tol", 0.02)),
+                    max_wall_s=task.get("max_wall_s"),
+                ),
                 specs=task.get("specs") or None,
                 bound_overrides=task.get("bound_overrides") or None,
             )

@@ -540,7 +540,12 @@ def _case_chains(
                 lo_f = max(lo_f, m.min / fs.parameters[m.variable])
                 hi_f = min(hi_f, m.max / fs.parameters[m.variable])
         method = (
-            {"action": "capacity", "feed_range": [lo_f, hi_f], "rel_tol": spec.capacity.rel_tol}
+            {
+                "action": "capacity",
+                "feed_range": [lo_f, hi_f],
+                "rel_tol": spec.capacity.rel_tol,
+                "max_wall_s": spec.capacity.max_wall_s,
+            }
             if continuation
             else {
                 "action": "optimise",

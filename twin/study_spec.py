@@ -192,6 +192,7 @@ class CapacitySpec(_Model):
     multipliers say what relaxing each limit is worth in kg REO/h); ``continuation`` walks the
     feed up with fixed-feed reagent-cost optimisations and bisects to ``rel_tol``
     (:mod:`models.capacity`): for chained circuits, where the single NLP does not converge.
+    ``max_wall_s`` bounds each continuation case (no new optimisation starts after it).
     """
 
     scenarios: tuple[ScenarioSpec, ...] = ()
@@ -199,6 +200,7 @@ class CapacitySpec(_Model):
     release_feed_bounds: bool = True
     method: Literal["throughput", "continuation"] = "throughput"
     rel_tol: float = Field(default=0.02, gt=0.0, lt=1.0)
+    max_wall_s: float | None = Field(default=None, gt=0.0)
 
     @model_validator(mode="after")
     def _check(self) -> CapacitySpec:

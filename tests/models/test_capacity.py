@@ -27,6 +27,7 @@ PLANTS = Path(__file__).resolve().parents[2] / "models" / "plants"
         ({"rel_tol": 0.0}, "rel_tol"),
         ({"first_step": 0.5, "max_step": 0.4}, "first_step"),
         ({"max_solves": 0}, "max_solves"),
+        ({"max_wall_s": -5.0}, "max_wall_s"),
     ],
 )
 def test_bad_options_name_the_field(kwargs: dict[str, object], field: str) -> None:
@@ -55,3 +56,17 @@ def test_a_product_on_its_specification_to_a_verification_residue_is_on_spec() -
     assert meets(0.5, None)
     assert ProductKpi("SEG", 0.99 - 0.5 * SPEC_TOL, 0.8, 0.99, None).on_spec
     assert not ProductKpi("SEG", 0.99, 0.8 - 2 * SPEC_TOL, 0.99, 0.8).on_spec
+
+
+def test_the_time_budget_stops_the_walk_and_says_what_it_reached() -> None:
+    fs = build_flowsheet(load_spec(PLANTS / "tb_dy.toml"))
+    solver = SteadySolver(fs)
+    current = solver.solve()
+    opt = SetpointOptimiser(fs, OptimisationOptions(objective=Objective.REAGENT), solver=solver)
+    res = feed_capacity(opt, current, CapacityOptions(max_wall_s=1e-3))
+    assert len(res.steps) == 1  # the current feed is always tried
+    assert res.success
+    assert res.feed_scale == 1.0
+    assert "time budget (0.001 s) ran out after 1 optimisations" in res.reason
+    assert "at least 1 x" in res.reason
+    assert res.to_dict()["bracket"] == [1.0, None]
