@@ -73,8 +73,11 @@ def plant(
 async def _serve(server: PlantServer, pki_dir: Path) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError):
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # SIGINT too: a process started in the background of a non-interactive shell inherits SIGINT
+    # ignored, and Python then raises no KeyboardInterrupt (the plant ignored Ctrl-C there)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
     async with server:
         typer.echo(
             f"plant {server.spec.plant.name}: {len(server.tags)} tags on {server.endpoint_url} "
