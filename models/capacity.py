@@ -228,10 +228,8 @@ def feed_capacity(
     f_cur = p_cur[feed_idx].copy()
     lo, hi = opts.feed_range
     steps: list[CapacityStep] = []
-    current_reo = math.nan
 
     def attempt(scale: float, base: OptimisationResult | None) -> tuple[OptimisationResult | None, str]:
-        nonlocal current_reo
         t = time.perf_counter()
         p = (base.parameters if base is not None else p_cur).copy()
         p[feed_idx] = scale * f_cur
@@ -251,8 +249,6 @@ def feed_capacity(
                     p, current=steady, specs=specs, bound_overrides=bound_overrides, warm=base, fallback=base is None
                 )
                 iterations = result.iterations
-                if math.isnan(current_reo) and scale == 1.0:
-                    current_reo = result.current.economics.feed_reo_kg_per_h
                 if not result.success:
                     message = result.message
                     result = None
@@ -297,8 +293,8 @@ def feed_capacity(
                 break
             scale = math.sqrt(best[0] * fail[0])
     wall = time.perf_counter() - t0
-    if math.isnan(current_reo) and best is not None:
-        current_reo = best[1].current.economics.feed_reo_kg_per_h * (1.0 / best[0])  # feed REO is linear in s
+    # the feed's REO is linear in the scale (same basket): the current feed's, from any step at spec
+    current_reo = best[1].current.economics.feed_reo_kg_per_h / best[0] if best is not None else math.nan
     budget = ""
     if out_of_time:
         budget = f"the time budget ({opts.max_wall_s:g} s) ran out after {len(steps)} optimisations; "
