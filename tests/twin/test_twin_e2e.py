@@ -214,7 +214,8 @@ def test_advisory_proposals_are_recorded_and_nothing_is_written(
     plant: PlantProcess, design: Design, advisor: OptimiserAdvisor, tmp_path: Path
 ) -> None:
     """In advisory mode the twin's own cycle proposes setpoints (the standard mismatch leaves the Tb
-    cut off spec); each proposal is recorded with its predicted effect, and nothing reaches the plant."""
+    cut off spec: a recovery move); each proposal is recorded with its predicted effect, and nothing
+    reaches the plant."""
     fs = design.fs
     t0 = time.time()
 
@@ -241,8 +242,13 @@ def test_advisory_proposals_are_recorded_and_nothing_is_written(
     assert set(newest.current_setpoints) == names
     assert any(abs(v - newest.current_setpoints[n]) > 1e-6 for n, v in newest.setpoints.items())
     assert {"Dy2O3.purity", "Tb_cut.purity"} <= set(newest.predicted_effect)
-    assert newest.predicted_effect["Tb_cut.purity"] >= 0.98 - 1e-6  # proposed to bring the Tb cut on spec
-    assert newest.reason
+    # the plant starts off spec (true Tb cut 0.908 < 0.98): the advisor's answer is a recovery move,
+    # predicted to raise the Tb cut's purity along its path (not necessarily to spec in one write)
+    effect = newest.predicted_effect
+    assert newest.reason.startswith("off spec now (Tb_cut "), newest.reason
+    assert effect["recovery.mean_purity_gain"] > 0.0
+    assert effect["Tb_cut.purity"] > effect["Tb_cut.lowest_purity_48h"] + 0.02, (newest.reason, effect)
+    assert 0.0 < effect["path.fraction_of_move"] <= 1.0
     # the plant still runs its design setpoints, and its server audited no write
     for m in fs.spec.manipulated:
         assert sp_now[sp_tag(fs, m.variable)] == pytest.approx(design.value(m.variable))
