@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.errors import InfeasibleError, InputError
+from models.kpi import meets
 from models.optimisation import ConstraintKind, Objective, OptimisationResult, SetpointOptimiser
 from models.steady import SteadyResult
 
@@ -176,6 +177,17 @@ class CapacityResult:
         }
 
 
+def _meets_specs(result: OptimisationResult, specs: Mapping[str, Mapping[str, float | None]] | None) -> bool:
+    """Every product at the verified optimum meets its minima, ``specs`` replacing the plant's."""
+    for k in result.optimum.kpis:
+        over = (specs or {}).get(k.name, {})
+        purity_min = over.get("purity_min", k.purity_min)
+        recovery_min = over.get("recovery_min", k.recovery_min)
+        if not (meets(k.purity, purity_min) and meets(k.recovery, recovery_min)):
+            return False
+    return True
+
+
 def feed_capacity(
     optimiser: SetpointOptimiser,
     current: SteadyResult,
@@ -252,7 +264,7 @@ def feed_capacity(
                 if not result.success:
                     message = result.message
                     result = None
-                elif specs is None and not all(k.on_spec for k in result.optimum.kpis):
+                elif not _meets_specs(result, specs):
                     message = "a product is off spec at the verified optimum"
                     result = None
                 else:

@@ -94,6 +94,16 @@ class OptimiserAdvisor:
         res = self.optimiser.optimise(p_current=p, z_current=z, current=steady_now, warm=self._last)
         if not res.success:
             return Advice(False, {}, {}, (), "optimisation failed", res.message)
+        off = [k for k in res.optimum.kpis if not k.on_spec]
+        if off:
+            # the specs are hard constraints of the NLP: a product off spec at the re-solved steady
+            # state means the optimum is not the steady state the plant would reach (another branch
+            # near a fold, or a loose re-solve); hold rather than propose it
+            shortfall = ", ".join(f"{k.name} purity {k.purity:.4f} recovery {k.recovery:.4f}" for k in off)
+            return Advice(
+                False, {}, {}, (), "optimum off spec when verified",
+                f"the steady state re-solved at the optimum is off spec ({shortfall})",
+            )
         self._last = res
         by_name = {v.name: v.parameter for v in res.decision_variables}
         setpoints = {by_name[n]: float(v) for n, v in res.setpoints.items() if n in by_name}
@@ -123,12 +133,16 @@ class OptimiserAdvisor:
         predicted["inventory.change_kg_reo"] = held_opt.kg_reo - held_now.kg_reo
         active = tuple(a.name for a in res.active_constraints)
         worth = "; ".join(a.statement for a in res.active_constraints[:3])
+        # what this solve warns of (conditioning, a loose re-solve), not the standing assumptions
+        standing = {*self.optimiser.economics.warnings, *self.optimiser.inventory.warnings}
+        cautions = "; ".join(w for w in res.warnings if w not in standing)
         reason = (
             f"{res.objective.value}: {res.improvement:+.4g} {res.objective.unit} at the optimum by "
             + self._moves(setpoints, current)
             + f"; stage inventory {held_now.kg_reo:.4g} -> {held_opt.kg_reo:.4g} kg REO"
             + (f". Active: {worth}" if worth else "")
             + (f". {note}" if note else "")
+            + (f". Caution: {cautions}" if cautions else "")
         )
         return Advice(True, setpoints, predicted, active, reason)
 

@@ -412,7 +412,8 @@ class TwinService:
         current = self.current_setpoints()
         advice = await run_model(self.advisor.advise, snap.z, snap.p, current)
         if not advice.success:
-            await self._event(EventKind.ALARM, Severity.MEDIUM, "optimiser", f"solver failure: {advice.message}")
+            why = f"no proposal, holding ({advice.reason}): {advice.message}"
+            await self._event(EventKind.ALARM, Severity.MEDIUM, "optimiser", why)
             return None
         for old in self.historian.proposals(ProposalStatus.PENDING).items:
             self.historian.set_proposal_status(old.id, ProposalStatus.SUPERSEDED, by=by, reason="a newer proposal")

@@ -353,6 +353,11 @@ def _task(plant: dict[str, Any], base: dict[str, Any] | None, case_id: str, **kw
     return task
 
 
+def _products_at(res: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Purity and recovery of every product in a case's final steady state."""
+    return {name: {"purity": k["purity"], "recovery": k["recovery"]} for name, k in res.get("kpis", {}).items()}
+
+
 def _slim(res: Mapping[str, Any]) -> dict[str, Any] | None:
     if res.get("status") != "ok" or res.get("z") is None:
         return None
@@ -529,6 +534,14 @@ def _case_chains(
         lo_f, hi_f = spec.capacity.feed_range
         feed_flows = {f"{f.name}.flow_l_per_h" for f in fs.spec.feeds}
         continuation = spec.capacity.method == "continuation"
+        products = [ps.name for ps in fs.spec.products]
+        for prod in spec.capacity.specs:
+            if prod not in products:
+                raise SpecError(
+                    f"capacity.specs: {prod!r} is not a product of the plant; products: {', '.join(products)}",
+                    field=f"capacity.specs.{prod}",
+                )
+        limits = {prod: lim.model_dump(exclude_none=True) for prod, lim in spec.capacity.specs.items()}
         release: dict[str, float] = {}
         for m in fs.spec.manipulated:
             if m.variable not in feed_flows:
@@ -539,7 +552,7 @@ def _case_chains(
             elif not spec.capacity.release_feed_bounds and continuation:  # the feed stays in its window
                 lo_f = max(lo_f, m.min / fs.parameters[m.variable])
                 hi_f = min(hi_f, m.max / fs.parameters[m.variable])
-        method = (
+        method: dict[str, Any] = (
             {
                 "action": "capacity",
                 "feed_range": [lo_f, hi_f],
@@ -554,6 +567,8 @@ def _case_chains(
                 "bound_overrides": release,
             }
         )
+        if limits:
+            method["specs"] = limits
         for name, overrides, prices, baskets in entries:
             _check_names(names, mvs, list(overrides), f"capacity.scenarios.{name}.set")
             tasks.append(
@@ -989,6 +1004,7 @@ def _findings(spec: StudySpec, results: Mapping[str, Mapping[str, Any]], fs: Any
                     "specs_at_limit": c["specs_at_limit"],
                     "worth": [f"capacity search: {c['reason']}"],
                     "solves": len(c["steps"]),
+                    "products": _products_at(r),
                 }
                 continue
             opt = r["optimisation"]
@@ -999,6 +1015,7 @@ def _findings(spec: StudySpec, results: Mapping[str, Mapping[str, Any]], fs: Any
                 "feed_setpoints": feeds,
                 "limited_by": [a["name"] for a in opt["active_constraints"]],
                 "worth": [a["statement"] for a in opt["active_constraints"]],
+                "products": _products_at(r),
             }
         out["capacity"] = cap
     elif kind == "pareto":

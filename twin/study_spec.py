@@ -35,6 +35,7 @@ __all__ = [
     "CapacitySpec",
     "ParameterRange",
     "ParetoSpec",
+    "ProductLimits",
     "RobustnessSpec",
     "ScenarioSpec",
     "SplitAdjustSpec",
@@ -181,6 +182,19 @@ class ParetoSpec(_Model):
         return self
 
 
+class ProductLimits(_Model):
+    """Product specification minima that replace the plant spec's for a study (fractions 0-1)."""
+
+    purity_min: Fraction01 | None = None
+    recovery_min: Fraction01 | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ProductLimits:
+        if self.purity_min is None and self.recovery_min is None:
+            raise ValueError("give purity_min, recovery_min or both")
+        return self
+
+
 class CapacitySpec(_Model):
     """``[capacity]``: the largest feed at spec, once at the plant's point or per scenario.
 
@@ -193,6 +207,9 @@ class CapacitySpec(_Model):
     feed up with fixed-feed reagent-cost optimisations and bisects to ``rel_tol``
     (:mod:`models.capacity`): for chained circuits, where the single NLP does not converge.
     ``max_wall_s`` bounds each continuation case (no new optimisation starts after it).
+    ``specs`` (product name to ``purity_min`` / ``recovery_min``) replace the plant spec's minima
+    for the capacity: a capacity at purity alone can be bought by sending most of a valuable
+    element elsewhere, which a recovery minimum rules out.
     """
 
     scenarios: tuple[ScenarioSpec, ...] = ()
@@ -201,6 +218,7 @@ class CapacitySpec(_Model):
     method: Literal["throughput", "continuation"] = "throughput"
     rel_tol: float = Field(default=0.02, gt=0.0, lt=1.0)
     max_wall_s: float | None = Field(default=None, gt=0.0)
+    specs: dict[str, ProductLimits] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> CapacitySpec:

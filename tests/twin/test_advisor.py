@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,25 @@ def test_off_spec_now_gives_a_recovery_move_that_raises_the_purity(tb_dy, adviso
     mean_moved = float(np.mean(dyn.simulate(z, 24.0, p=moved).product_purity["Tb_cut"]))
     mean_held = float(np.mean(dyn.simulate(z, 24.0, p=p).product_purity["Tb_cut"]))
     assert mean_moved - mean_held == pytest.approx(gain, rel=0.05)
+
+
+def test_an_optimum_off_spec_when_verified_is_not_proposed(tb_dy, advisor, monkeypatch) -> None:
+    """The specs are hard constraints of the NLP, so a product off spec at the steady state
+    re-solved at the optimum means the plant would settle elsewhere (another branch near a fold):
+    the advisor refuses to propose it, naming the product (the twin then holds)."""
+    fs, design = tb_dy
+    z, p = design.z, design.parameters.values.copy()
+    current = {m.variable: float(p[fs.parameters.index(m.variable)]) for m in fs.spec.manipulated}
+    real = advisor.optimiser.optimise
+
+    def settles_elsewhere(*args, **kwargs):
+        res = real(*args, **kwargs)
+        kpis = tuple(replace(k, purity=0.97) if k.name == "Tb_cut" else k for k in res.optimum.kpis)
+        return replace(res, optimum=replace(res.optimum, kpis=kpis))
+
+    monkeypatch.setattr(advisor.optimiser, "optimise", settles_elsewhere)
+    advice = advisor.advise(z, p, current)
+    assert not advice.success
+    assert advice.setpoints == {}
+    assert advice.reason == "optimum off spec when verified"
+    assert "Tb_cut purity 0.9700" in advice.message

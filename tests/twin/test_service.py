@@ -144,7 +144,7 @@ def test_failed_solve_holds_in_closed_loop(tb_dy, tmp_path: Path) -> None:
                 assert hist.writes().items == ()
                 alarms = [e for e in hist.events().items if e.source == "optimiser"]
                 assert alarms
-                assert "solver failure" in alarms[0].message
+                assert "holding (optimisation failed): IPOPT: Infeasible_Problem_Detected" in alarms[0].message
                 assert hist.current_mode() is Mode.CLOSED_LOOP
 
     run(scenario())

@@ -75,6 +75,15 @@ def test_study_files_are_validated_with_the_field_named(tmp_path: Path) -> None:
         with pytest.raises(SpecError, match=rf"capacity\.{field}") as info:
             parse_study({"study": {"name": "x", "kind": "capacity", "plant": "p"}, "capacity": capacity})
         assert ("1.5" if field == "feed_range" else "continuation") in info.value.message
+    for limits, field, words in (
+        ({}, "capacity.specs.Tb_cut", "give purity_min, recovery_min or both"),
+        ({"recovery_min": 1.5}, "capacity.specs.Tb_cut.recovery_min", r"less than 1 \(got 1.5\)"),
+    ):
+        with pytest.raises(SpecError, match=words) as info:
+            parse_study(
+                {"study": {"name": "x", "kind": "capacity", "plant": "p"}, "capacity": {"specs": {"Tb_cut": limits}}}
+            )
+        assert info.value.field == field
     bad = write_study(tmp_path, SWEEP.replace('plant = "PLANT"', 'plant = "nowhere.toml"'))
     with pytest.raises(SpecError, match=r"study\.plant"):
         load_study(bad)
@@ -309,7 +318,8 @@ rel_tol = 0.01
 
 
 def test_capacity_of_tb_dy_by_two_methods(tmp_path: Path) -> None:
-    """The throughput NLP and the feed-rate continuation (models.capacity) find the same capacity."""
+    """The throughput NLP and the feed-rate continuation (models.capacity) find the same capacity;
+    a recovery minimum given in the study (``[capacity.specs]``) lowers it and holds at the answer."""
     shutil.copy(PLANTS / "tb_dy.toml", tmp_path / "tb_dy.toml")
     found = {}
     for method in ("throughput", "continuation"):
@@ -325,3 +335,19 @@ def test_capacity_of_tb_dy_by_two_methods(tmp_path: Path) -> None:
     scale = thr["feed_reo_kg_per_h"] / thr["current_feed_reo_kg_per_h"]
     assert lo * (1 - 1e-3) <= scale <= hi * (1 + 1e-3)
     assert cont["feed_reo_kg_per_h"] == pytest.approx(thr["feed_reo_kg_per_h"], rel=0.01)
+    # at that capacity the Tb cut's recovery is above its spec's 0.95: a study minimum of 0.995 binds
+    # and the capacity falls below the bracket found without it
+    rec = cont["products"]["Tb_cut"]["recovery"]
+    assert 0.95 < rec < 0.995
+    unknown = CAPACITY.replace("METHOD", "continuation") + '[capacity.specs]\nTb4O7 = { recovery_min = 0.9 }\n'
+    with pytest.raises(SpecError, match="'Tb4O7' is not a product of the plant; products: Dy2O3, Tb_cut") as info:
+        run_study_file(write_study(tmp_path, unknown, plant=tmp_path / "tb_dy.toml"),
+                       StudyRunOptions(out_dir=tmp_path / "unknown", workers=1, progress=False))
+    assert info.value.field == "capacity.specs.Tb4O7"
+    tight = CAPACITY.replace("METHOD", "continuation") + '[capacity.specs]\nTb_cut = { recovery_min = 0.995 }\n'
+    study = write_study(tmp_path, tight, plant=tmp_path / "tb_dy.toml")
+    res = run_study_file(study, StudyRunOptions(out_dir=tmp_path / "tight", workers=1, progress=False))
+    capped = res.findings["capacity"]["nominal"]
+    assert capped["bracket"][1] <= lo
+    assert capped["products"]["Tb_cut"]["recovery"] >= 0.995 - 1e-7
+    assert "Tb_cut recovery_min" in capped["specs_at_limit"]
