@@ -58,9 +58,10 @@ class CapacityOptions:
     max_solves
         Most fixed-feed optimisations in one search.
     max_wall_s
-        No new optimisation starts after this many seconds (None: no limit); the result is the
-        bracket reached, and says so. One optimisation is not interrupted (IPOPT's iteration
-        limit bounds it).
+        Time budget of the whole walk, seconds (None: no limit): no optimisation starts after it,
+        and one running then stops at its next IPOPT iteration (``optimise(deadline=...)``). The
+        result is the bracket reached, and says so; a solve stopped by the budget is no evidence
+        about its feed and does not close the bracket.
     """
 
     feed_range: tuple[float, float] = (0.1, 5.0)
@@ -240,6 +241,8 @@ def feed_capacity(
     f_cur = p_cur[feed_idx].copy()
     lo, hi = opts.feed_range
     steps: list[CapacityStep] = []
+    deadline = t0 + opts.max_wall_s if opts.max_wall_s is not None else None
+    timed_out = [False]  # the last attempt was stopped by the deadline (not evidence about the feed)
 
     def attempt(scale: float, base: OptimisationResult | None) -> tuple[OptimisationResult | None, str]:
         t = time.perf_counter()
@@ -258,11 +261,13 @@ def feed_capacity(
         else:
             try:
                 result = optimiser.optimise(
-                    p, current=steady, specs=specs, bound_overrides=bound_overrides, warm=base, fallback=base is None
+                    p, current=steady, specs=specs, bound_overrides=bound_overrides, warm=base,
+                    fallback=base is None, deadline=deadline,
                 )
                 iterations = result.iterations
                 if not result.success:
                     message = result.message
+                    timed_out[0] = message.startswith("time budget ran out")
                     result = None
                 elif not _meets_specs(result, specs):
                     message = "a product is off spec at the verified optimum"
@@ -286,6 +291,9 @@ def feed_capacity(
             out_of_time = True
             break
         result, message = attempt(scale, best[1] if best is not None else None)
+        if timed_out[0]:
+            out_of_time = True
+            break
         if result is not None:
             best = (scale, result)
             if scale >= hi:

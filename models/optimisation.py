@@ -716,6 +716,40 @@ def _stage_range(labels: Sequence[str]) -> str:
     return labels[0] if len(labels) == 1 else f"{labels[0]}-{labels[-1]}"
 
 
+class _Deadline(ca.Callback):  # type: ignore[misc]
+    """IPOPT's iteration callback: stops the solve (``User_Requested_Stop``) once
+    ``time.perf_counter()`` passes ``until`` (None: never). One per NLP shape; the optimiser sets
+    ``until`` around each call, so the solvers are built once."""
+
+    def __init__(self, name: str, nx: int, ng: int, np_: int) -> None:
+        ca.Callback.__init__(self)
+        self._n = {"x": nx, "lam_x": nx, "g": ng, "lam_g": ng, "f": 1, "lam_p": np_}
+        self.until: float | None = None
+        self.construct(name, {})
+
+    def get_n_in(self) -> int:
+        return int(ca.nlpsol_n_out())
+
+    def get_n_out(self) -> int:
+        return 1
+
+    def get_name_in(self, i: int) -> str:
+        return str(ca.nlpsol_out(i))
+
+    def get_name_out(self, i: int) -> str:
+        return "stop"
+
+    def get_sparsity_in(self, i: int) -> ca.Sparsity:
+        return ca.Sparsity.dense(self._n[str(ca.nlpsol_out(i))], 1)
+
+    def eval(self, arg: Any) -> list[float]:
+        return [1.0 if self.until is not None and time.perf_counter() > self.until else 0.0]
+
+
+DEADLINE_STATUS = "User_Requested_Stop"
+"""IPOPT's return status when :class:`_Deadline` stopped it."""
+
+
 class SetpointOptimiser:
     """Builds the NLP of a flowsheet once and solves it for any current operating point.
 
@@ -1007,7 +1041,12 @@ class SetpointOptimiser:
             "mu_strategy": "monotone",
         }
         ipopt.update(dict(opts.ipopt))
-        nlp_opts: dict[str, Any] = {"ipopt": ipopt, "print_time": False, "show_eval_warnings": False}
+        nx, ng, n_par = (int(self._nlp[k].numel()) for k in ("x", "g", "p"))
+        self._deadlines = [_Deadline("deadline", nx, ng, n_par)]
+        nlp_opts: dict[str, Any] = {
+            "ipopt": ipopt, "print_time": False, "show_eval_warnings": False,
+            "iteration_callback": self._deadlines[0],
+        }
         self._solver = ca.nlpsol("setpoints", "ipopt", self._nlp, nlp_opts)
         self._ipopt_opts = ipopt
         self._built = True
@@ -1038,7 +1077,10 @@ class SetpointOptimiser:
         first warm-started call. A cold IPOPT (barrier parameter 0.1, points pushed off the bounds)
         walks a previous optimum away and back (170 iterations on the tb_dy margin instead of 97)."""
         ipopt = {**self._ipopt_opts, **WARM_START_IPOPT, **dict(self.options.ipopt)}
-        nlp_opts: dict[str, Any] = {"ipopt": ipopt, "print_time": False, "show_eval_warnings": False}
+        nlp_opts: dict[str, Any] = {
+            "ipopt": ipopt, "print_time": False, "show_eval_warnings": False,
+            "iteration_callback": self._deadlines[0],
+        }
         return ca.nlpsol("setpoints_warm", "ipopt", self._nlp, nlp_opts)
 
     @cached_property
@@ -1053,7 +1095,12 @@ class SetpointOptimiser:
         shift = ca.vertcat(self._sym.zeros(self._n_eq), s_lo - s_hi)
         f = ca.sum1(s_lo) + ca.sum1(s_hi) + 1e-6 * self._nlp["f"]
         nlp = {"x": ca.vertcat(x, s_lo, s_hi), "p": self._nlp["p"], "f": f, "g": g + shift}
-        nlp_opts: dict[str, Any] = {"ipopt": dict(self._ipopt_opts), "print_time": False, "show_eval_warnings": False}
+        cb = _Deadline("deadline_elastic", int(nlp["x"].numel()), int(g.numel()), int(self._nlp["p"].numel()))
+        self._deadlines.append(cb)
+        nlp_opts: dict[str, Any] = {
+            "ipopt": dict(self._ipopt_opts), "print_time": False, "show_eval_warnings": False,
+            "iteration_callback": cb,
+        }
         return ca.nlpsol("elastic", "ipopt", nlp, nlp_opts), n_in
 
     # ------------------------------------------------------------------ bounds
@@ -1153,6 +1200,7 @@ class SetpointOptimiser:
         bound_overrides: Mapping[str, float] | None,
         lbx: Array,
         ubx: Array,
+        deadline: float | None,
     ) -> tuple[Array, int, float, float] | None:
         """The reagent-cost optimum as a start point of this NLP (x, iterations, build and IPOPT
         time), or
@@ -1163,7 +1211,9 @@ class SetpointOptimiser:
         known = stage._bound_names()
         overrides = {k: v for k, v in (bound_overrides or {}).items() if k in known}
         try:
-            first = stage.optimise(p_now, current=current, specs=specs, bound_overrides=overrides or None)
+            first = stage.optimise(
+                p_now, current=current, specs=specs, bound_overrides=overrides or None, deadline=deadline
+            )
         except InfeasibleError:
             return None
         if not first.success:
@@ -1184,6 +1234,7 @@ class SetpointOptimiser:
         bound_overrides: Mapping[str, float] | None = None,
         warm: OptimisationResult | None = None,
         fallback: bool = True,
+        deadline: float | None = None,
     ) -> OptimisationResult:
         """Optimal setpoints from the current operating point.
 
@@ -1206,6 +1257,10 @@ class SetpointOptimiser:
             When the warm-started solve fails, solve again from the current point and, if that
             fails too, diagnose infeasibility with the elastic problem. False returns the warm
             solve's failure at once (a continuation that will try a shorter step instead).
+        deadline
+            A :func:`time.perf_counter` time after which IPOPT stops at its next iteration and no
+            further solve (fallback, elastic) starts: the result is then ``failed`` with the
+            message "time budget ran out" (a study's per-case budget).
 
         Raises
         ------
@@ -1219,6 +1274,29 @@ class SetpointOptimiser:
         built_before = self._built
         self._build()
         build_time = 0.0 if built_before else self.build_time_s
+        for cb in self._deadlines:
+            cb.until = deadline
+        try:
+            return self._optimise(
+                t_start, build_time, p_current, z_current, current, specs, bound_overrides, warm, fallback, deadline
+            )
+        finally:
+            for cb in self._deadlines:
+                cb.until = None
+
+    def _optimise(
+        self,
+        t_start: float,
+        build_time: float,
+        p_current: Array | None,
+        z_current: Array | None,
+        current: SteadyResult | None,
+        specs: Mapping[str, Mapping[str, float | None]] | None,
+        bound_overrides: Mapping[str, float] | None,
+        warm: OptimisationResult | None,
+        fallback: bool,
+        deadline: float | None,
+    ) -> OptimisationResult:
         fs = self.fs
         p_now = fs.parameter_vector() if p_current is None else np.asarray(p_current, dtype=float).copy()
         if current is None:
@@ -1241,7 +1319,7 @@ class SetpointOptimiser:
         stage_solve = 0.0
         use_warm = warm is not None and warm.nlp_x is not None and warm.nlp_x.shape == x0.shape
         if not use_warm and self._starts_from_reagent:
-            staged = self._reagent_start(p_now, current, specs, bound_overrides, lbx, ubx)
+            staged = self._reagent_start(p_now, current, specs, bound_overrides, lbx, ubx, deadline)
             if staged is not None:
                 args["x0"], iterations, stage_build, stage_solve = staged
                 build_time += stage_build
@@ -1263,14 +1341,17 @@ class SetpointOptimiser:
                 log.info("warm-started IPOPT: %s; solving again from the current point", stats.get("return_status"))
         else:
             t_solve = time.perf_counter()
+        def out_of_time() -> bool:
+            return deadline is not None and time.perf_counter() > deadline
+
         fail_fast = use_warm and not fallback
-        if not ok and not fail_fast:
+        if not ok and not fail_fast and not out_of_time():
             sol = self._solver(**args)
             stats = self._solver.stats()
             iterations += int(stats.get("iter_count", 0))
             ok = bool(stats.get("success", False))
-        message = str(stats.get("return_status", ""))
-        if not ok and not fail_fast:
+        message = str(stats.get("return_status", "")) if sol else DEADLINE_STATUS
+        if not ok and not fail_fast and not out_of_time():
             # elastic problem: which specs cannot be met, and how close can we get?
             sol_e, stats_e, violated = self._elastic_solve(args, lbg, ubg, phys)
             iterations += int(stats_e.get("iter_count", 0))
@@ -1290,6 +1371,8 @@ class SetpointOptimiser:
             else:
                 message += f"; elastic problem: {stats_e.get('return_status', '')}"
         solve_time = time.perf_counter() - t_solve + stage_solve
+        if not sol:  # out of time before any solve of this problem: the start point stands
+            sol = {"x": args["x0"], "lam_g": np.zeros(len(lbg)), "lam_x": np.zeros(len(lbx))}
         x_opt = np.asarray(sol["x"]).ravel()
         z_opt = x_opt[: fs.n_unknowns]
         # IPOPT relaxes bounds by 1e-8 (bound_relax_factor): return setpoints inside the bounds
@@ -1298,7 +1381,7 @@ class SetpointOptimiser:
         p_opt[self._sel_idx] = self._u0 + self._su * v_opt
         warnings = [*self.economics.warnings, *self.inventory.warnings]
         steady_opt: SteadyResult | None = None
-        if self.options.verify and (ok or not fail_fast):
+        if self.options.verify and (ok or not (fail_fast or out_of_time())):
             # Newton from the optimiser's state (a continuation from there, when Newton fails,
             # is slow and lands where the loose Newton below does)
             steady_opt = self.steady_solver.solve(p_opt, z0=z_opt, continuation=False)
@@ -1338,7 +1421,11 @@ class SetpointOptimiser:
         return OptimisationResult(
             success=ok,
             status="optimal" if ok else "failed",
-            message="optimal setpoints found" if ok else f"IPOPT: {message}",
+            message=(
+                "optimal setpoints found" if ok
+                else f"time budget ran out (IPOPT: {message})" if DEADLINE_STATUS in message
+                else f"IPOPT: {message}"
+            ),
             objective=self.options.objective,
             iterations=iterations,
             build_time_s=build_time,
