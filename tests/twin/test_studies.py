@@ -120,7 +120,9 @@ def test_sweep_writes_tables_plots_summary_and_resumes(tmp_path: Path) -> None:
 
 
 def test_interrupted_study_resumes_without_recomputing(tmp_path: Path) -> None:
-    body = SWEEP.replace("num = 12", "num = 40").replace("chain_length = 4", "chain_length = 2")
+    # enough cases (about 0.01 s each on a fast machine) that the kill lands in the middle
+    n = 300
+    body = SWEEP.replace("num = 12", f"num = {n}").replace("chain_length = 4", "chain_length = 2")
     study = write_study(tmp_path, body)
     out = tmp_path / "out"
     cmd = [str(BIN / "sxtwin"), "study", str(study), "--workers", "1", "--out", str(out), "--no-plots"]
@@ -133,18 +135,18 @@ def test_interrupted_study_resumes_without_recomputing(tmp_path: Path) -> None:
                 break
             if proc.poll() is not None:
                 pytest.fail("the study finished before it could be interrupted")
-            time.sleep(0.2)
+            time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: driver, scheduler, workers
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:  # pragma: no cover - cleanup on failure
             os.killpg(proc.pid, signal.SIGKILL)
     saved = {p.name: p.stat().st_mtime_ns for p in (out / "cases").glob("case-*.json")}
-    assert 3 <= len(saved) < 40
+    assert 3 <= len(saved) < n
     res = run_study_file(study, StudyRunOptions(out_dir=out, workers=1, progress=False, plots=False))
-    assert res.n_cases == 40
+    assert res.n_cases == n
     assert res.n_reused == len(saved)
-    assert res.n_computed == 40 - len(saved)
+    assert res.n_computed == n - len(saved)
     for name, t in saved.items():
         assert (out / "cases" / name).stat().st_mtime_ns == t  # finished cases were not recomputed
 
