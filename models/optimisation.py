@@ -1096,6 +1096,7 @@ class SetpointOptimiser:
         f = ca.sum1(s_lo) + ca.sum1(s_hi) + 1e-6 * self._nlp["f"]
         nlp = {"x": ca.vertcat(x, s_lo, s_hi), "p": self._nlp["p"], "f": f, "g": g + shift}
         cb = _Deadline("deadline_elastic", int(nlp["x"].numel()), int(g.numel()), int(self._nlp["p"].numel()))
+        cb.until = self._deadlines[0].until  # built in the middle of a call: armed like the others
         self._deadlines.append(cb)
         nlp_opts: dict[str, Any] = {
             "ipopt": dict(self._ipopt_opts), "print_time": False, "show_eval_warnings": False,
