@@ -104,6 +104,7 @@ class CapacityStep:
     iterations: int
     wall_time_s: float
     message: str
+    infeasible: bool = False  # the elastic problem proved a specification out of reach at this feed
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -114,6 +115,7 @@ class CapacityStep:
             "iterations": self.iterations,
             "wall_time_s": self.wall_time_s,
             "message": self.message,
+            "infeasible": self.infeasible,
         }
 
 
@@ -242,7 +244,9 @@ def feed_capacity(
     lo, hi = opts.feed_range
     steps: list[CapacityStep] = []
     deadline = t0 + opts.max_wall_s if opts.max_wall_s is not None else None
-    timed_out = [False]  # the last attempt was stopped by the deadline (not evidence about the feed)
+
+    def expired() -> bool:
+        return deadline is not None and time.perf_counter() > deadline
 
     def attempt(scale: float, base: OptimisationResult | None) -> tuple[OptimisationResult | None, str]:
         t = time.perf_counter()
@@ -250,6 +254,7 @@ def feed_capacity(
         p[feed_idx] = scale * f_cur
         result: OptimisationResult | None = None
         iterations = 0
+        infeasible = False
         if base is None and scale == 1.0:
             steady = current
         elif base is None:
@@ -267,7 +272,6 @@ def feed_capacity(
                 iterations = result.iterations
                 if not result.success:
                     message = result.message
-                    timed_out[0] = message.startswith("time budget ran out")
                     result = None
                 elif not _meets_specs(result, specs):
                     message = "a product is off spec at the verified optimum"
@@ -275,10 +279,10 @@ def feed_capacity(
                 else:
                     message = "at spec"
             except InfeasibleError as exc:
-                message = exc.message
+                message, infeasible = exc.message, True
         reo = result.optimum.economics.feed_reo_kg_per_h if result is not None else math.nan
         took = time.perf_counter() - t
-        steps.append(CapacityStep(scale, result is not None, reo, iterations, took, message))
+        steps.append(CapacityStep(scale, result is not None, reo, iterations, took, message, infeasible))
         log.info("capacity walk: %.4g x the feed: %s (%d it., %.1f s)", scale, message, iterations, took)
         return result, message
 
@@ -287,11 +291,11 @@ def feed_capacity(
     scale, step = 1.0, opts.first_step
     out_of_time = False
     while len(steps) < opts.max_solves:
-        if opts.max_wall_s is not None and steps and time.perf_counter() - t0 > opts.max_wall_s:
+        if steps and expired():
             out_of_time = True
             break
         result, message = attempt(scale, best[1] if best is not None else None)
-        if timed_out[0]:
+        if result is None and expired():  # stopped by the deadline: no evidence about this feed
             out_of_time = True
             break
         if result is not None:

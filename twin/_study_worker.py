@@ -293,8 +293,7 @@ def solve_case(task: dict[str, Any], warm: dict[str, Any] | None = None) -> dict
             if not cap.success:
                 # infeasible only where the elastic problem proved a spec out of reach; a walk whose
                 # solves did not converge (or ran out of time) has failed, and says so
-                proven = any(step.message.startswith("infeasible") for step in cap.steps)
-                out["status"] = "infeasible" if proven else "failed"
+                out["status"] = "infeasible" if any(step.infeasible for step in cap.steps) else "failed"
                 out["message"] = cap.reason
                 return out
             assert cap.optimum is not None

@@ -364,6 +364,14 @@ def _slim(res: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"z": res["z"], "p": res["p"], "layout": res["layout"]}
 
 
+def _check_product(fs: Flowsheet, name: str, where: str) -> None:
+    products = [ps.name for ps in fs.spec.products]
+    if name not in products:
+        raise SpecError(
+            f"{where}: {name!r} is not a product of the plant; products: {', '.join(products)}", field=where
+        )
+
+
 def _check_names(fs_names: set[str], mv_names: set[str], names: Sequence[str], where: str) -> None:
     for n in names:
         if n not in fs_names and n not in mv_names:
@@ -534,13 +542,8 @@ def _case_chains(
         lo_f, hi_f = spec.capacity.feed_range
         feed_flows = {f"{f.name}.flow_l_per_h" for f in fs.spec.feeds}
         continuation = spec.capacity.method == "continuation"
-        products = [ps.name for ps in fs.spec.products]
         for prod in spec.capacity.specs:
-            if prod not in products:
-                raise SpecError(
-                    f"capacity.specs: {prod!r} is not a product of the plant; products: {', '.join(products)}",
-                    field=f"capacity.specs.{prod}",
-                )
+            _check_product(fs, prod, f"capacity.specs.{prod}")
         limits = {prod: lim.model_dump(exclude_none=True) for prod, lim in spec.capacity.specs.items()}
         release: dict[str, float] = {}
         for m in fs.spec.manipulated:
@@ -587,8 +590,7 @@ def _case_chains(
     if kind == "pareto":
         assert spec.pareto is not None
         pa = spec.pareto
-        if pa.product not in {p.name for p in fs.spec.products}:
-            raise SpecError(f"pareto.product: {pa.product!r} is not a product of the plant", field="pareto.product")
+        _check_product(fs, pa.product, "pareto.product")
         recoveries: list[float | None] = list(pa.recovery) or [None]
         chains = []
         i = 0

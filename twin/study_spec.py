@@ -206,7 +206,8 @@ class CapacitySpec(_Model):
     multipliers say what relaxing each limit is worth in kg REO/h); ``continuation`` walks the
     feed up with fixed-feed reagent-cost optimisations and bisects to ``rel_tol``
     (:mod:`models.capacity`): for chained circuits, where the single NLP does not converge.
-    ``max_wall_s`` bounds each continuation case (no new optimisation starts after it).
+    ``max_wall_s`` bounds each continuation case: a deadline, at which a running optimisation
+    stops and no new one starts.
     ``specs`` (product name to ``purity_min`` / ``recovery_min``) replace the plant spec's minima
     for the capacity: a capacity at purity alone can be bought by sending most of a valuable
     element elsewhere, which a recovery minimum rules out.

@@ -70,6 +70,7 @@ def test_the_time_budget_stops_a_running_solve_and_says_so() -> None:
     assert not res.success
     assert res.steps[0].iterations <= 1
     assert res.steps[0].message.startswith("time budget ran out (IPOPT: User_Requested_Stop")
+    assert not res.steps[0].infeasible  # stopped, not proven out of reach
     assert "the time budget (0.001 s) ran out after 1 optimisations; no feed tried so far met spec" in res.reason
     # without a deadline the same optimiser, its solvers built once, still solves: the deadline is reset
     again = opt.optimise(current.parameters.values, current=current)
@@ -77,3 +78,13 @@ def test_the_time_budget_stops_a_running_solve_and_says_so() -> None:
     with_time = feed_capacity(opt, current, CapacityOptions(max_wall_s=600.0, rel_tol=0.05))
     assert with_time.success
     assert with_time.bracket[0] > 1.0
+    # warm steps fail fast: IPOPT's own "Infeasible_Problem_Detected" is no proof, and is not marked as one
+    assert not any(s.infeasible for s in with_time.steps)
+    # a specification the elastic problem proves out of reach is marked (then the walk searches down)
+    proven = feed_capacity(
+        opt, current, CapacityOptions(feed_range=(0.5, 2.0)), specs={"Dy2O3": {"purity_min": 0.99999}}
+    )
+    assert not proven.success
+    assert [s.feed_scale for s in proven.steps] == [1.0, 0.5]
+    assert proven.steps[0].infeasible
+    assert "Dy2O3 purity_min 0.99999 cannot be met" in proven.steps[0].message
