@@ -15,7 +15,7 @@ from models.flowsheet import build_flowsheet
 from models.residual import Residual, symbolic_residual
 from models.sensitivity import SensitivityAnalysis
 from models.spec import load_spec, parse_spec
-from models.steady import SteadySolver, startup_state
+from models.steady import LN_TRACE, SteadySolver, startup_state
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 PLANTS = Path(__file__).resolve().parents[2] / "models" / "plants"
@@ -53,6 +53,41 @@ def test_kremser_holds_for_any_stage_count(tmp_path: Path, n_stages: int) -> Non
     e = 1.5
     expected = (e - 1.0) / (e ** (n_stages + 1) - 1.0)
     assert res.stream("X.raffinate").composition_mol_per_l["Nd"] / 0.05 == pytest.approx(expected, rel=1e-9)
+
+
+def test_metal_closure_is_kremser_from_any_start_with_constant_d() -> None:
+    """With D constant the frozen-D balances are the steady balances: one closure from the
+    start-up state gives Kremser's raffinate, and the steady solve's whole metal profile."""
+    fs, solver, res = solve(SPECS / "kremser.toml")
+    p = fs.parameter_vector()
+    closed = solver.close_metal_balances(startup_state(fs, p), p, solver.residual.flows(p))
+    lay = fs.circuits[0]
+    metal = lay.offset + np.arange(lay.n_stages) * lay.nv  # Nd, stage by stage; the raffinate is the leanest
+    assert np.exp(closed[metal]) == pytest.approx(np.exp(res.z[metal]), rel=1e-9)
+    e = 1.5
+    assert math.exp(closed[metal].min()) / 0.05 == pytest.approx((e - 1.0) / (e**9 - 1.0), rel=1e-9)
+
+
+def test_metal_closure_restores_traces_of_tb_dy(tb_dy) -> None:
+    """At a steady state the closure changes nothing; traces set far from their profile (the
+    slow tail of the cold walk) are put back on it, and a steady Newton from there is done."""
+    fs, solver, res = tb_dy
+    p = fs.parameter_vector()
+    fv = solver.residual.flows(p)
+    same = solver.close_metal_balances(res.z, p, fv)
+    assert np.max(np.abs(same - res.z)) < 1e-8
+    trace = np.zeros(fs.n_unknowns, dtype=bool)
+    for lay in fs.circuits:
+        rows = lay.offset + np.arange(lay.n_stages)[:, None] * lay.nv + np.arange(lay.n_el)[None, :]
+        trace[rows] = res.z[rows] < LN_TRACE
+    assert trace.sum() > 20  # tb_dy has traces far below 1e-31 mol/L in its long sections
+    off = res.z.copy()
+    off[trace] += np.where(np.arange(trace.sum()) % 2 == 0, 40.0, -40.0)
+    assert np.max(np.abs(solver.residual.evaluate(off, p, fv=fv, jacobian=False)[0])) > 1.0
+    back = solver.close_metal_balances(off, p, fv)
+    assert np.max(np.abs(back - res.z)) < 1e-6
+    polished = solver.solve(p, z0=back, continuation=False)
+    assert polished.success and polished.iterations <= 2
 
 
 def test_two_section_closed_form() -> None:
