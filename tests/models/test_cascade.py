@@ -87,7 +87,8 @@ def test_metal_closure_restores_traces_of_tb_dy(tb_dy) -> None:
     back = solver.close_metal_balances(off, p, fv)
     assert np.max(np.abs(back - res.z)) < 1e-6
     polished = solver.solve(p, z0=back, continuation=False)
-    assert polished.success and polished.iterations <= 2
+    assert polished.success
+    assert polished.iterations <= 2
 
 
 def test_two_section_closed_form() -> None:
