@@ -30,7 +30,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.flowsheet import Flowsheet
-from models.residual import ACID_SCALE_REF_MOL_PER_L, FLOOR_MOL_PER_H, Residual, symbolic_stage_values
+from models.residual import (
+    ACID_SCALE_REF_MOL_PER_L,
+    FLOOR_MOL_PER_H,
+    Residual,
+    symbolic_murphree_rows,
+    symbolic_stage_values,
+)
 
 __all__ = ["stable_residual"]
 
@@ -47,11 +53,12 @@ def stable_residual(flowsheet: Flowsheet, floor_mol_per_h: float = FLOOR_MOL_PER
     w = flows[0]
     per = [flows[1 + 7 * c : 1 + 7 * (c + 1)] for c in range(len(fs.circuits))]
     xs, ys, acids, exts, ln_xs, ln_ds = [], [], [], [], [], []
-    for ln_x, ln_d, acid, ext in symbolic_stage_values(fs, z, p):
+    stages = symbolic_stage_values(fs, z, p)
+    for ln_x, ln_d, acid, ext, ln_y in stages:
         ln_xs.append(ln_x)
         ln_ds.append(ln_d)
         xs.append(ca.exp(ln_x))
-        ys.append(ca.exp(ln_x + ln_d))
+        ys.append(ca.exp(ln_y))
         acids.append(acid)
         exts.append(ext)
     flux_in = [per[c][2] + per[c][4] + floor_mol_per_h for c in range(len(fs.circuits))]
@@ -79,11 +86,15 @@ def stable_residual(flowsheet: Flowsheet, floor_mol_per_h: float = FLOOR_MOL_PER
         lo, go = per[c][0], per[c][1]
         fresh_acid = per[c][3]
         r = ca.DM(res.release[c]).T
-        ln_out = ln_xs[c] + ca.log(ca.repmat(lo, n, 1) + ca.repmat(go, n, 1) * ca.exp(ln_ds[c]))
+        # ln(L x + G y) = ln x + ln(L + G y/x); y/x = D at equilibrium
+        ratio = ca.exp(stages[c][4] - ln_xs[c]) if lay.murphree else ca.exp(ln_ds[c])
+        ln_out = ln_xs[c] + ca.log(ca.repmat(lo, n, 1) + ca.repmat(go, n, 1) * ratio)
         r_el = (ca.log(flux_in[c] * _LIFT) - _LN_LIFT) - ln_out
         released = ca.mtimes(r, ca.repmat(go, n, 1) * ys[c] - org_in[c])
         scale = ca.sum2(fresh_acid) + ACID_SCALE_REF_MOL_PER_L * ca.sum2(lo)
         r_h = (acid_in[c] - lo * acids[c] + released) / scale
         rows = [r_el, r_h] + ([exts[c]] if lay.has_f else [])
+        if lay.murphree:
+            rows.append(symbolic_murphree_rows(fs, lay, p, ln_xs[c], ln_ds[c], stages[c][4], org_in[c], go))
         out.append(ca.vec(ca.vertcat(*rows)))
     return ca.Function("residual_stable", [z, p], [ca.vertcat(*out)], ["z", "p"], ["r"])

@@ -45,6 +45,7 @@ from models.residual import (
     FLOOR_MOL_PER_H,
     Residual,
     symbolic_metal_holdups,
+    symbolic_murphree_rows,
     symbolic_stage_values,
 )
 
@@ -184,9 +185,10 @@ class DynamicModel:
         w = flows[0]
         per = [flows[1 + 7 * c : 1 + 7 * (c + 1)] for c in range(len(fs.circuits))]
         xs, ys, acids, exts = [], [], [], []
-        for ln_x, ln_d, acid, ext in symbolic_stage_values(fs, z, p):
+        stages = symbolic_stage_values(fs, z, p)
+        for ln_x, _, acid, ext, ln_y in stages:
             xs.append(ca.exp(ln_x))
-            ys.append(ca.exp(ln_x + ln_d))
+            ys.append(ca.exp(ln_y))
             acids.append(acid)
             exts.append(ext)
         flux_in = [per[c][2] + per[c][4] + FLOOR_MOL_PER_H for c in range(len(fs.circuits))]
@@ -226,6 +228,9 @@ class DynamicModel:
             algs.append(ca.vec((q - q_of_z) / scale))
             if lay.has_f:
                 algs.append(ca.vec(exts[c]))
+            if lay.murphree:
+                ln_x, ln_d, _, _, ln_y = stages[c]
+                algs.append(ca.vec(symbolic_murphree_rows(fs, lay, p, ln_x, ln_d, ln_y, org_in[c], go)))
             ln_m_state.append(ca.vec(lm))
             q_state.append(ca.vec(q))
         xd = ca.vertcat(*[v for pair in zip(ln_m_state, q_state, strict=True) for v in pair])
@@ -241,6 +246,9 @@ class DynamicModel:
             if lay.has_f:
                 rows.append(ca.reshape(algs[k], 1, N))
                 k += 1
+            if lay.murphree:
+                rows.append(ca.reshape(algs[k], n, N))
+                k += 1
             alg_rows.append(ca.vec(ca.vertcat(*rows)))
         return {"x": xd, "z": z, "p": p, "ode": ca.vertcat(*odes), "alg": ca.vertcat(*alg_rows)}
 
@@ -254,11 +262,11 @@ class DynamicModel:
         out = []
         stages = symbolic_stage_values(fs, z, p)
         held = symbolic_metal_holdups(fs, z, p)
-        for c, (m, (ln_x, ln_d, acid, _)) in enumerate(zip(held, stages, strict=True)):
+        for c, (m, (_, _, acid, _, ln_y)) in enumerate(zip(held, stages, strict=True)):
             va, vo = flows[1 + 7 * c + 5], flows[1 + 7 * c + 6]
             ln_m = ca.log(m)
             r = ca.DM(self.residual.release[c]).T
-            q = va * acid - vo * ca.mtimes(r, ca.exp(ln_x + ln_d))
+            q = va * acid - vo * ca.mtimes(r, ca.exp(ln_y))
             out += [ca.vec(ln_m), ca.vec(q)]
         return ca.Function("states", [z, p], [ca.vertcat(*out)])
 

@@ -39,7 +39,7 @@ from models.chemistry import ChemistrySystem, Family
 from models.elements import element
 from models.errors import SpecError
 from models.labelled import LabelledVector
-from models.provenance import RestsOn
+from models.provenance import ProvenanceClass, RestsOn
 from models.spec import CIRCUIT_VARIABLES, CircuitSpec, PlantSpec
 
 __all__ = ["CircuitLayout", "Flowsheet", "Link", "Outlet", "build_flowsheet"]
@@ -93,9 +93,20 @@ class CircuitLayout:
         return self.system.family is Family.MASS_ACTION
 
     @property
-    def nv(self) -> int:
-        """Unknowns per stage."""
+    def murphree(self) -> bool:
+        """True when the stages have a Murphree efficiency: the organic concentrations are unknowns."""
+        return self.spec.stage_efficiency is not None
+
+    @property
+    def y_start(self) -> int:
+        """Position in a stage's block of the first organic unknown (Murphree stages only):
+        ``u_i = ln y_i - ln(D_i x_i)``, the organic's departure from equilibrium."""
         return self.n_el + 1 + int(self.has_f)
+
+    @property
+    def nv(self) -> int:
+        """Unknowns per stage: ln x (n), ln h, [ln f], [u = ln y - ln D x (n), Murphree stages]."""
+        return self.y_start + (self.n_el if self.murphree else 0)
 
     @property
     def size(self) -> int:
@@ -255,6 +266,11 @@ class Flowsheet:
         for c in self.circuits:
             for r in c.system.rests_on(c.elements):
                 out[r.parameter] = r
+            if c.murphree:
+                name = f"{c.name}.stage_efficiency"
+                out[name] = RestsOn(
+                    name, ProvenanceClass.ESTIMATED, "plant spec", "Murphree efficiency on the organic phase, fitted"
+                )
         for f in self.spec.feeds:
             if f.basket is not None:
                 from models.feeds import load_feed
@@ -330,6 +346,8 @@ def build_flowsheet(spec: PlantSpec) -> Flowsheet:
         add(f"{c.name}.temperature_k", c.chemistry.temperature_k)
         for s in els:
             add(f"{c.name}.ln_d_offset.{s}", 0.0)
+        if c.stage_efficiency is not None:
+            add(f"{c.name}.stage_efficiency", c.stage_efficiency)
         organic_fed = c.feed.endswith(".loaded_organic") or (
             c.feed in feed_conc and spec.feed(c.feed).phase == "organic"
         )

@@ -65,7 +65,7 @@ class ProductKpis:
             t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
             delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
             ln_d, _, _ = StageModel(lay).values(zk, c_ha, t_k, delta)
-            conc = ca.exp(ln_x + ln_d)
+            conc = ca.exp(ln_x + ln_d + (zk[lay.y_start :] if lay.murphree else 0.0))
         weights = fs.flows_function(p)[0]
         return lay.elements, conc * weights[outlet.weight]
 

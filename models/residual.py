@@ -41,7 +41,15 @@ import scipy.sparse as sp
 from models.flowsheet import CircuitLayout, Flowsheet
 from models.stage import StageModel
 
-__all__ = ["CircuitState", "FlowValues", "Residual", "symbolic_residual", "symbolic_stage_values"]
+__all__ = [
+    "CircuitState",
+    "FlowValues",
+    "Residual",
+    "murphree_efficiencies",
+    "symbolic_murphree_rows",
+    "symbolic_residual",
+    "symbolic_stage_values",
+]
 
 Array = npt.NDArray[np.float64]
 ACID_SCALE_REF_MOL_PER_L = 0.01
@@ -80,6 +88,8 @@ class CircuitState:
     d_ln_y: Array  # (N, n, nv)
     d_acid: Array  # (N, nv)
     d_ext: Array  # (N, nv)
+    ln_y_eq: Array  # (n, N): ln(D x), the organic at equilibrium with the aqueous (= ln_y unless Murphree)
+    d_ln_y_eq: Array  # (N, n, nv)
 
 
 @dataclass(frozen=True)
@@ -260,8 +270,21 @@ class Residual:
                 ja = je = np.empty((0, 0))
             zc = zs.reshape(N, nv).T
             ln_x = zc[:n]
-            ln_y = ln_x + ln_d
-            out.append(CircuitState(lay, zc, np.exp(ln_x), np.exp(ln_y), ln_y, acid, ext, jd, ja, je))
+            ln_y_eq = ln_x + ln_d
+            if lay.murphree:
+                # the organic's departure from equilibrium, u = ln y - ln(D x), is the unknown
+                # (with ln y itself, a trace whose aqueous carries nothing and whose organic is
+                # all carried over from upstream has no say in any row: a singular Jacobian)
+                ln_y = ln_y_eq + zc[lay.y_start :]
+                dy = jd
+                if jacobian:
+                    dy = jd.copy()
+                    dy[:, np.arange(n), lay.y_start + np.arange(n)] += 1.0
+            else:
+                ln_y, dy = ln_y_eq, jd
+            out.append(
+                CircuitState(lay, zc, np.exp(ln_x), np.exp(ln_y), ln_y, acid, ext, dy, ja, je, ln_y_eq, jd)
+            )
         return tuple(out)
 
     def holdups(self, states: tuple[CircuitState, ...], fv: FlowValues) -> tuple[tuple[Array, Array], ...]:
@@ -275,6 +298,12 @@ class Residual:
         return tuple(out)
 
     # --------------------------------------------------------------- residual
+    @cached_property
+    def _efficiency_positions(self) -> tuple[int, ...]:
+        """Per circuit, the position in ``p`` of its stage efficiency (-1: equilibrium stages)."""
+        idx = self.fs.parameters.index
+        return tuple(idx(f"{lay.name}.stage_efficiency") if lay.murphree else -1 for lay in self.fs.circuits)
+
     def evaluate(
         self,
         z: Array,
@@ -311,6 +340,7 @@ class Residual:
                 np.add.at(acid_in[g.target], g.tgt_stage, src.acid[g.src_stage] * w)
         build = jacobian and self._jac_pattern is None  # index arrays are needed only once
         res_parts = []
+        murphree_parts: dict[int, tuple[Array, Array]] = {}  # per circuit: share of E D x, ln((1 - E)/(G A))
         jac_rows: list[npt.NDArray[Any]] = []
         jac_cols: list[npt.NDArray[Any]] = []
         jac_vals: list[npt.NDArray[Any]] = []
@@ -336,6 +366,17 @@ class Residual:
             block[n] = r_h
             if lay.has_f:
                 block[n + 1] = st.ext
+            if lay.murphree:
+                # Murphree on the organic: y = (1 - E) y_in + E D x, y_in = organic metal in / G
+                # in logs: a trace's organic can lie far below the smallest double
+                eff = murphree_efficiencies(lay, float(p[self._efficiency_positions[c]]))[:, None]
+                with np.errstate(divide="ignore"):
+                    ln_coef = np.log(1.0 - eff) - np.log(go)[None, :]  # -inf where exchanged at equilibrium
+                    ln_bypass = ln_coef + np.log(org_in[c])
+                ln_eq = np.log(eff) + st.ln_y_eq
+                ln_mixed = np.logaddexp(ln_bypass, ln_eq)
+                block[lay.y_start :] = st.ln_y - ln_mixed
+                murphree_parts[c] = (np.exp(ln_eq - ln_mixed), ln_coef - ln_mixed)
             res_parts.append(block.T.ravel())
             row_base.append((infl, ln_out))
             if not jacobian:
@@ -367,6 +408,16 @@ class Residual:
                     jac_rows.append(np.repeat(base + n + 1, nv))
                     jac_cols.append((base[:, None] + np.arange(nv)[None, :]).ravel())
                 jac_vals.append(st.d_ext.ravel())
+            # (f) Murphree rows, own stage: d ln y - share_eq d ln(D x), ln y = ln(D x) + u
+            if lay.murphree:
+                share_eq = murphree_parts[c][0]
+                vals_m = st.d_ln_y - share_eq.T[:, :, None] * st.d_ln_y_eq
+                if build:
+                    rows_m = base[:, None] + lay.y_start + np.arange(n)[None, :]
+                    jac_rows.append(np.broadcast_to(rows_m[:, :, None], vals_m.shape).ravel())
+                    cols_m = base[:, None, None] + np.arange(nv)[None, None, :]
+                    jac_cols.append(np.broadcast_to(cols_m, vals_m.shape).ravel())
+                jac_vals.append(vals_m.ravel())
         if jacobian:
             for g in self.groups:
                 tgt = states[g.target]
@@ -406,6 +457,16 @@ class Residual:
                         jac_rows.append(rows.ravel())
                         jac_cols.append(cols.ravel())
                     jac_vals.append(vals.ravel())
+                    # (f) Murphree rows of the target: - (1 - E) w Y_src / (G A) dlnY_src/dz_src
+                    if tl.murphree:
+                        ln_per_in = murphree_parts[g.target][1][g.tgt_ix]  # (k, L): ln((1 - E)/(G A))
+                        vals_m = -(w[None, :] * np.exp(ln_per_in + src.ln_y[g.src_ix])).T[:, :, None] * dly
+                        if build:
+                            row_m = tl.offset + ts[None, :] * tl.nv + tl.y_start + te[:, None]
+                            jac_rows.append(np.broadcast_to(row_m.T[:, :, None], vals_m.shape).ravel())
+                            col_m = (sl.offset + ss * sl.nv)[:, None, None] + np.arange(sl.nv)[None, None, :]
+                            jac_cols.append(np.broadcast_to(col_m, vals_m.shape).ravel())
+                        jac_vals.append(vals_m.ravel())
                     # (d) acid row: - sum_i r_i w Y_src dlnY_src/dz_src
                     rt = self.release[g.target][te]  # (k,)
                     vals_h = -np.einsum("k,kl,lkv->lv", rt, yv * w[None, :], dly) / fv.acid_scale[g.target]
@@ -459,9 +520,10 @@ class _BufferedFunction:
         return outs
 
 
-def symbolic_stage_values(fs: Flowsheet, z: ca.MX, p: ca.MX) -> list[tuple[ca.MX, ca.MX, ca.MX, ca.MX]]:
+def symbolic_stage_values(fs: Flowsheet, z: ca.MX, p: ca.MX) -> list[tuple[ca.MX, ca.MX, ca.MX, ca.MX, ca.MX]]:
     """Per circuit, the stage model on symbolic unknowns ``z`` and parameters ``p``: ``(ln x, ln D,
-    acid, extractant residual)``, each (rows, stages). Shared by the symbolic residual, the
+    acid, extractant residual, ln y)``, each (rows, stages); ln y is ln x + ln D for equilibrium
+    stages, plus the unknown departure from equilibrium ``u`` of Murphree stages. Shared by the symbolic residual, the
     dynamic model and the optimiser's NLP so that the three use one set of equations."""
     out = []
     for lay in fs.circuits:
@@ -471,8 +533,26 @@ def symbolic_stage_values(fs: Flowsheet, z: ca.MX, p: ca.MX) -> list[tuple[ca.MX
         t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
         delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
         ln_d, acid, ext = StageModel(lay).mapped_values(zc, c_ha, t_k, ca.repmat(delta, 1, N))
-        out.append((zc[: lay.n_el, :], ln_d, acid, ext))
+        ln_x = zc[: lay.n_el, :]
+        ln_y = ln_x + ln_d + zc[lay.y_start :, :] if lay.murphree else ln_x + ln_d
+        out.append((ln_x, ln_d, acid, ext, ln_y))
     return out
+
+
+def murphree_efficiencies(lay: CircuitLayout, efficiency: float) -> Array:
+    """Per element of a Murphree circuit, the efficiency its organic reaches equilibrium with:
+    the circuit's for every metal, 1 for the Na of saponification (docs/model.md, section 3)."""
+    return np.array([1.0 if s == "Na" else efficiency for s in lay.elements])
+
+
+def symbolic_murphree_rows(
+    fs: Flowsheet, lay: CircuitLayout, p: ca.MX, ln_x: ca.MX, ln_d: ca.MX, ln_y: ca.MX, org_in: ca.MX, go: ca.MX
+) -> ca.MX:
+    """A Murphree circuit's organic rows (elements x stages): ``ln y - ln((1 - E) y_in + E D x)``,
+    with ``y_in`` the organic metal inflow over the organic flow (docs/model.md, section 3)."""
+    e = p[fs.parameters.index(f"{lay.name}.stage_efficiency")]
+    eff = ca.repmat(ca.vertcat(*[1.0 if s == "Na" else e for s in lay.elements]), 1, lay.n_stages)
+    return ln_y - ca.log((1.0 - eff) * org_in / ca.repmat(go, lay.n_el, 1) + eff * ca.exp(ln_x + ln_d))
 
 
 def symbolic_metal_holdups(fs: Flowsheet, z: ca.MX, p: ca.MX) -> list[ca.MX]:
@@ -481,10 +561,10 @@ def symbolic_metal_holdups(fs: Flowsheet, z: ca.MX, p: ca.MX) -> list[ca.MX]:
     states and the stage inventory (:mod:`models.inventory`)."""
     flows = fs.flows_function(p)
     out = []
-    for c, (lay, (ln_x, ln_d, _, _)) in enumerate(zip(fs.circuits, symbolic_stage_values(fs, z, p), strict=True)):
+    for c, (lay, (ln_x, _, _, _, ln_y)) in enumerate(zip(fs.circuits, symbolic_stage_values(fs, z, p), strict=True)):
         va, vo = flows[1 + 7 * c + 5], flows[1 + 7 * c + 6]
         n = lay.n_el
-        out.append(ca.repmat(va, n, 1) * ca.exp(ln_x) + ca.repmat(vo, n, 1) * ca.exp(ln_x + ln_d))
+        out.append(ca.repmat(va, n, 1) * ca.exp(ln_x) + ca.repmat(vo, n, 1) * ca.exp(ln_y))
     return out
 
 
@@ -500,11 +580,11 @@ def symbolic_residual(flowsheet: Flowsheet) -> ca.Function:
     flows = fs.flows_function(p)
     w = flows[0]
     per = [flows[1 + 7 * c : 1 + 7 * (c + 1)] for c in range(len(fs.circuits))]
-    xs, ys, acids, exts, lnys = [], [], [], [], []
-    for ln_x, ln_d, acid, ext in symbolic_stage_values(fs, z, p):
+    xs, ys, acids, exts = [], [], [], []
+    stages = symbolic_stage_values(fs, z, p)
+    for ln_x, _, acid, ext, ln_y in stages:
         xs.append(ca.exp(ln_x))
-        lnys.append(ln_x + ln_d)
-        ys.append(ca.exp(ln_x + ln_d))
+        ys.append(ca.exp(ln_y))
         acids.append(acid)
         exts.append(ext)
     flux_in = [per[c][2] + per[c][4] + FLOOR_MOL_PER_H for c in range(len(fs.circuits))]
@@ -538,5 +618,8 @@ def symbolic_residual(flowsheet: Flowsheet) -> ca.Function:
         scale = ca.sum2(fresh_acid) + ACID_SCALE_REF_MOL_PER_L * ca.sum2(lo)
         r_h = (acid_in[c] - lo * acids[c] + released) / scale
         rows = [r_el, r_h] + ([exts[c]] if lay.has_f else [])
+        if lay.murphree:
+            ln_x, ln_d, _, _, ln_y = stages[c]
+            rows.append(symbolic_murphree_rows(fs, lay, p, ln_x, ln_d, ln_y, org_in[c], go))
         out.append(ca.vec(ca.vertcat(*rows)))
     return ca.Function("residual", [z, p], [ca.vertcat(*out)], ["z", "p"], ["r"])

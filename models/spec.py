@@ -243,6 +243,11 @@ class CircuitSpec(_Model):
     strip liquor, usually several mol/L of spent strip acid) to this free acidity before it enters:
     the excess is neutralised with NH3 (a weaker liquor is topped up with HCl), both costed by
     :mod:`models.economics`. None: the liquor enters as it leaves the upstream circuit.
+
+    ``stage_efficiency`` (0.3 < E <= 1): the Murphree efficiency of every stage on the organic
+    phase; the organic concentrations then become unknowns of each stage (docs/model.md,
+    section 3). None (default): equilibrium stages. A plant's efficiency is fitted to its
+    profiles, never measured directly: every result lists it as ESTIMATED in ``rests_on``.
     """
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$")
@@ -263,6 +268,7 @@ class CircuitSpec(_Model):
     strip_flow_l_per_h: NonNegFloat = 0.0
     strip_acid_mol_per_l: NonNegFloat = 0.0
     feed_acidity_mol_per_l: PosFloat | None = None
+    stage_efficiency: Annotated[float, Field(gt=0.3, le=1.0)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> CircuitSpec:

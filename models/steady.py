@@ -288,14 +288,14 @@ def startup_state(fs: Flowsheet, p: Array) -> Array:
     for _ in range(3):
         for st in res.local(z, p, jacobian=False):
             lay = st.lay
+            stage_base = lay.offset + np.arange(lay.n_stages) * lay.nv
             if not lay.has_f:
                 continue
             c_d = 0.5 * pv[f"{lay.name}.extractant_mol_per_l"]
             used = np.array(lay.system.dimers_per_ion(lay.elements)) @ st.y
             f = np.maximum(c_d - used, 1e-6 * c_d)
-            idx = lay.offset + np.arange(lay.n_stages) * lay.nv + lay.n_el + 1
-            z[idx] = np.log(f)
-    return z
+            z[stage_base + lay.n_el + 1] = np.log(f)
+    return z  # a Murphree organic starts at equilibrium (u = 0)
 
 
 class SteadySolver:
@@ -343,7 +343,7 @@ class SteadySolver:
                 if not far.any():
                     continue
                 changed = True
-                ln_d = st.ln_y - st.z[:n]
+                ln_d = st.ln_y_eq - st.z[:n]
                 ln_den = np.logaddexp(np.log(fv.l_out[c])[None, :], np.log(fv.g_out[c])[None, :] + ln_d)
                 ln_out_now = st.z[:n] + ln_den
                 target = ln_out_now + rc - ln_den  # ln In - ln(L + G D)
@@ -366,8 +366,14 @@ class SteadySolver:
         relative accuracy down to the floor. Where the other unknowns have settled this is
         the steady profile of a trace whose own level does not move any D.
         """
+        murphree = [lay for lay in self.fs.circuits if lay.murphree]
+        if any(p[self.fs.parameters.index(f"{lay.name}.stage_efficiency")] != 1.0 for lay in murphree):
+            raise ConvergenceError("the closure of the metal balances assumes equilibrium stages (y = D x)")
         states = self.residual.local(z, p, jacobian=False)
         z = z.copy()
+        for lay in murphree:  # at efficiency 1 the organic is at equilibrium: u = 0
+            block = z[lay.offset : lay.offset + lay.size].reshape(lay.n_stages, lay.nv)
+            block[:, lay.y_start :] = 0.0
         symbols = sorted({el for lay in self.fs.circuits for el in lay.elements})
         for sym in symbols:
             # node numbering: circuits that track sym, stage by stage
@@ -526,6 +532,17 @@ class SteadySolver:
         success = False
         norm = math.inf
         z = None
+        if z0 is None and continuation:
+            # Murphree stages, cold: equilibrium stages first (efficiency 1), then walk the
+            # efficiencies down from there (a cold walk at 0.8 lost its way on tb_dy)
+            p_eq = self._equilibrium_efficiencies(pv)
+            if p_eq is not None:
+                first = self.solve(p_eq)
+                iterations += first.iterations
+                steps += first.continuation_steps
+                if first.success:
+                    z0, p0 = first.z, p_eq
+                    method = "equilibrium stages, then newton"
         if z0 is not None:
             z_start = self.prefill(np.array(z0, dtype=float), pv, fv)
             z, success, it, norm = self._newton(z_start, pv, fv, math.inf, None, opts.tol, natural=True)
@@ -567,6 +584,15 @@ class SteadySolver:
             return self._result(z_out, pv, fv, False, msg, iterations, steps, wall, method)
         return self._result(z, pv, fv, True, "converged", iterations, steps, wall, method)
 
+    def _equilibrium_efficiencies(self, p: Array) -> Array | None:
+        """``p`` with every Murphree efficiency set to 1, or None when all are 1 already."""
+        idx = [self.fs.parameters.index(f"{lay.name}.stage_efficiency") for lay in self.fs.circuits if lay.murphree]
+        if all(p[i] == 1.0 for i in idx):
+            return None
+        out = p.copy()
+        out[idx] = 1.0
+        return out
+
     def _parameter_continuation(self, z: Array, p0: Array, p1: Array) -> tuple[Array, bool, int, int]:
         """Walk the solution from parameters ``p0`` to ``p1`` in adaptive steps with Newton."""
         lam, step = 0.0, 0.25
@@ -598,6 +624,8 @@ class SteadySolver:
             blk = keep[lay.offset : lay.offset + lay.size].reshape(lay.n_stages, lay.nv)
             zb = z[lay.offset : lay.offset + lay.size].reshape(lay.n_stages, lay.nv)
             blk[:, : lay.n_el] = zb[:, : lay.n_el] > LN_TRACE
+            if lay.murphree:
+                blk[:, lay.y_start :] = zb[:, : lay.n_el] > LN_TRACE
         return keep
 
     def _continuation(self, z: Array, pv: Array, fv: FlowValues) -> tuple[Array, bool, int, int, float]:
