@@ -372,7 +372,7 @@ class Residual:
                 eff = murphree_efficiencies(lay, float(p[self._efficiency_positions[c]]))[:, None]
                 with np.errstate(divide="ignore"):
                     ln_coef = np.log(1.0 - eff) - np.log(go)[None, :]  # -inf where exchanged at equilibrium
-                    ln_bypass = ln_coef + np.log(org_in[c])
+                    ln_bypass = ln_coef + np.log(org_in[c] + FLOOR_MOL_PER_H)
                 ln_eq = np.log(eff) + st.ln_y_eq
                 ln_mixed = np.logaddexp(ln_bypass, ln_eq)
                 block[lay.y_start :] = st.ln_y - ln_mixed
@@ -549,10 +549,23 @@ def symbolic_murphree_rows(
     fs: Flowsheet, lay: CircuitLayout, p: ca.MX, ln_x: ca.MX, ln_d: ca.MX, ln_y: ca.MX, org_in: ca.MX, go: ca.MX
 ) -> ca.MX:
     """A Murphree circuit's organic rows (elements x stages): ``ln y - ln((1 - E) y_in + E D x)``,
-    with ``y_in`` the organic metal inflow over the organic flow (docs/model.md, section 3)."""
+    with ``y_in`` the organic metal inflow (plus the 1e-200 mol/h floor) over the organic flow
+    (docs/model.md, section 3); ``u = ln y - ln D x`` for the Na of saponification."""
     e = p[fs.parameters.index(f"{lay.name}.stage_efficiency")]
-    eff = ca.repmat(ca.vertcat(*[1.0 if s == "Na" else e for s in lay.elements]), 1, lay.n_stages)
-    return ln_y - ca.log((1.0 - eff) * org_in / ca.repmat(go, lay.n_el, 1) + eff * ca.exp(ln_x + ln_d))
+    ln_y_eq = ln_x + ln_d
+    rows = []
+    for i, s in enumerate(lay.elements):
+        if s == "Na":  # exchanged at equilibrium: the row is u = ln y - ln D x
+            rows.append(ln_y[i, :] - ln_y_eq[i, :])
+            continue
+        # ln((1 - E) y_in + E D x) around the larger of ln y_in and ln D x (either may lie below
+        # the smallest double), with derivatives finite at E = 1
+        ln_in = ca.log(org_in[i, :] + FLOOR_MOL_PER_H) - ca.log(go)
+        c = ln_in - ln_y_eq[i, :]
+        eq_larger = ln_y_eq[i, :] + ca.log(e + (1.0 - e) * ca.exp(c))
+        in_larger = ln_in + ca.log((1.0 - e) + e * ca.exp(-c))
+        rows.append(ln_y[i, :] - ca.if_else(c <= 0.0, eq_larger, in_larger))
+    return ca.vertcat(*rows)
 
 
 def symbolic_metal_holdups(fs: Flowsheet, z: ca.MX, p: ca.MX) -> list[ca.MX]:

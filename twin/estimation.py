@@ -7,8 +7,10 @@ dynamic model. The plant state (every stage, both phases) is propagated by
 
 - per feed: log multipliers of the concentrations of its main elements and of the trace elements
   an analyser measures (feed basket drift);
-- per circuit: the log multiplier of the extractant concentration (extractant loss), and the
-  :math:`\ln D` offsets of its main elements (separation-factor mismatch).
+- per circuit: the log multiplier of the extractant concentration (extractant loss), the
+  :math:`\ln D` offsets of its main elements (separation-factor mismatch) and, where the spec
+  gives the circuit a Murphree stage efficiency, that efficiency (slower mixing, a worn
+  impeller, a flow above design).
 
 :math:`\theta` is a random walk with prior standard deviations from :class:`EstimatorOptions`.
 An analyser reading is modelled in logarithms, :math:`\ln y = \ln c(z) + \ln M + v` with
@@ -90,6 +92,12 @@ class EstimatorOptions:
         Prior standard deviation of the extractant multiplier (log units).
     prior_ln_d
         Prior standard deviation of ln D offsets (0.15 is about 15 % on a separation factor).
+    prior_efficiency
+        Prior standard deviation of the Murphree stage efficiency of a circuit that has one
+        (spec ``stage_efficiency``; an additive parameter, held at or below 1). 0.05, an
+        ASSUMPTION: industrial mixer-settlers are quoted above 0.9 (`../shared/data/
+        chemistry_notes.md` 1, kinetics: a low-reliability trade source), so three prior
+        standard deviations reach 0.85 from an efficiency of 1.
     walk_per_h
         Random-walk standard deviation per square-root hour, as a fraction of the prior.
     model_floor
@@ -180,6 +188,7 @@ class EstimatorOptions:
     prior_feed_rel: float = 0.15
     prior_extractant_rel: float = 0.08
     prior_ln_d: float = 0.15
+    prior_efficiency: float = 0.05
     walk_per_h: float = 0.01
     model_floor: float = 0.08
     stage_position_sd: float = 0.5
@@ -409,6 +418,11 @@ class Estimator:
                 prior.append(o.prior_ln_d)
             if lay.has_f and group:  # the offsets' common level is nearly the extractant's (ln_d_level_sd)
                 self._ln_d_groups.append(group)
+            if lay.murphree:
+                names.append(f"{lay.name}.stage_efficiency_change")
+                kinds.append("add")
+                params.append(fs.parameters.index(f"{lay.name}.stage_efficiency"))
+                prior.append(o.prior_efficiency)
         return tuple(names), tuple(kinds), tuple(params), np.array(prior)
 
     def _main_elements(self, circuit: str) -> list[str]:
@@ -721,15 +735,15 @@ class Estimator:
             r_var = np.concatenate([r_var, *(r[2] for r in pseudo)])
             a_mat, h_r = information(r_var)
         info = h_r @ H  # H' R^-1 H
-        bound = self.options.max_prior_sd * self._prior
-        a_inv, d_theta = self._bounded_solve(a_mat, h_r @ nu, bound)
+        lower, upper = self._bounds
+        a_inv, d_theta = self._bounded_solve(a_mat, h_r @ nu, lower, upper)
         limit = self.options.max_step * self._prior
         scale = float(np.max(np.abs(d_theta) / limit)) if d_theta.size else 0.0
         gain = 1.0 / scale if scale > 1.0 else 1.0
         # parameters stay within `max_prior_sd` prior standard deviations of the model's values:
         # beyond that the model is wrong in a way the parameters cannot represent (one about to
         # cross its bound shortens the step; one at its bound is held, see _bounded_solve)
-        target = np.clip(self.theta + gain * d_theta, -bound, bound)
+        target = np.clip(self.theta + gain * d_theta, lower, upper)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(np.abs(d_theta) > 0, (target - self.theta) / (gain * d_theta), 1.0)
         gain *= float(np.clip(np.min(ratio), 0.0, 1.0)) if ratio.size else 1.0
@@ -775,7 +789,18 @@ class Estimator:
         self.healthy = bool(np.all(np.isfinite(self.theta)) and np.all(np.isfinite(self.state.z)))
         return UpdateReport(len(used), tuple(rejected), rms, time.perf_counter() - t0)
 
-    def _bounded_solve(self, a_mat: Array, b: Array, bound: Array) -> tuple[Array, Array]:
+    @cached_property
+    def _bounds(self) -> tuple[Array, Array]:
+        """Lower and upper bounds of the parameters: ``max_prior_sd`` prior standard deviations
+        either way, and a stage efficiency at most 1."""
+        bound = self.options.max_prior_sd * self._prior
+        upper = bound.copy()
+        for k, name in enumerate(self.theta_names):
+            if name.endswith(".stage_efficiency_change"):
+                upper[k] = min(upper[k], 1.0 - float(self.p_base[self._theta_param[k]]))
+        return -bound, upper
+
+    def _bounded_solve(self, a_mat: Array, b: Array, lower: Array, upper: Array) -> tuple[Array, Array]:
         """The update ``A^-1 b`` with every parameter that sits at its bound and would be pushed
         beyond it held where it is (an active set): the others are updated with the free block of
         the information matrix ``A`` (the precision of the free parameters given the held ones).
@@ -794,7 +819,9 @@ class Estimator:
                 block = np.ix_(free, free)
                 a_inv[block] = np.linalg.inv(a_mat[block])
                 d = a_inv @ b
-            held = free & (np.abs(self.theta) >= bound * (1.0 - 1e-9)) & (d * self.theta > 0.0)
+            at_upper = (self.theta >= upper - 1e-9 * np.abs(upper)) & (d > 0.0)
+            at_lower = (self.theta <= lower + 1e-9 * np.abs(lower)) & (d < 0.0)
+            held = free & (at_upper | at_lower)
             if not held.any():
                 break
             free &= ~held
