@@ -7,17 +7,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import casadi as ca
 import numpy as np
 import pytest
 
-from models.dynamics import DynamicModel, DynamicOptions
 from models.errors import SpecError
 from models.flowsheet import build_flowsheet
-from models.residual import symbolic_residual
 from models.sensitivity import SensitivityAnalysis
 from models.spec import parse_spec
 from models.steady import SteadySolver
+from tests.models._checks import assert_dynamics_hold, assert_jacobian_equals_ad
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 PLANTS = Path(__file__).resolve().parents[2] / "models" / "plants"
@@ -29,10 +27,13 @@ def _spec(path: Path, **circuit: Any) -> dict[str, Any]:
     return data
 
 
-def _solve(data: dict[str, Any], **overrides: float):
-    fs = build_flowsheet(parse_spec(data))
+def _solve(data: dict[str, Any]):
+    """Flowsheet, solver and cold steady solution of a spec given as data (tests/models/test_cascade.py
+    solves spec files the same way)."""
+    spec = parse_spec(data)
+    fs = build_flowsheet(spec)
     solver = SteadySolver(fs)
-    res = solver.solve(fs.parameter_vector(overrides))
+    res = solver.solve()
     assert res.success, res.message
     return fs, solver, res
 
@@ -84,19 +85,12 @@ def test_murphree_jacobian_equals_casadi_ad(tb_dy_murphree) -> None:
     fs, solver, res = tb_dy_murphree
     rng = np.random.default_rng(5)
     z = res.z + 0.05 * rng.standard_normal(res.z.size)
-    p = fs.parameter_vector({"TbDy.stage_efficiency": 0.85})
-    r_fast, jac = solver.residual.evaluate(z, p)
-    f = symbolic_residual(fs)
-    zs, ps = f.mx_in(0), f.mx_in(1)
-    jac_ad = ca.Function("j", [zs, ps], [ca.jacobian(f(zs, ps), zs)])
-    assert np.max(np.abs(np.asarray(f(z, p)).ravel() - r_fast)) < 1e-12
-    assert np.max(np.abs(np.asarray(jac_ad(z, p)) - jac.toarray())) < 1e-10
+    assert_jacobian_equals_ad(fs, solver.residual, z, fs.parameter_vector({"TbDy.stage_efficiency": 0.85}))
 
 
 def test_murphree_dynamics_hold_the_steady_state(tb_dy_murphree) -> None:
     fs, _, res = tb_dy_murphree
-    run = DynamicModel(fs, DynamicOptions(output_interval_h=6.0)).simulate(res.z, 24.0)
-    assert np.max(np.abs(run.final_z - res.z)) < 1e-6
+    assert_dynamics_hold(fs, res.z, 24.0)
 
 
 def test_efficiency_sensitivity_agrees_with_finite_differences(tb_dy_murphree) -> None:
