@@ -338,9 +338,34 @@ class DynamicModel:
     @cached_property
     def _consistency(self) -> ca.Function:
         """Newton rootfinder of the algebraic equations for ``z`` given differential states."""
+        return ca.rootfinder("consistent", "newton", self._algebraic, {"error_on_fail": False, "max_iter": 50})
+
+    @cached_property
+    def _algebraic(self) -> ca.Function:
+        """``(z, x_d, p) -> g``: the algebraic equations of the DAE."""
         dae = self._dae
-        g = ca.Function("alg", [dae["z"], dae["x"], dae["p"]], [dae["alg"]])
-        return ca.rootfinder("consistent", "newton", g, {"error_on_fail": False, "max_iter": 50})
+        return ca.Function("alg", [dae["z"], dae["x"], dae["p"]], [dae["alg"]])
+
+    def _algebraic_restart(self, xd: Array, z: Array, p: Array) -> Array:
+        """The stage unknowns re-solved at the inventories ``xd`` for parameters ``p`` where a
+        parameter enters the algebraic equations of a Murphree circuit (its efficiency, its
+        organic flow): IDAS starts a segment from a consistent state (``calc_ic`` off), and
+        after such a move the organic's departure from equilibrium jumps. Equilibrium plants
+        pass through unchanged."""
+        if not any(lay.murphree for lay in self.fs.circuits):
+            return z
+        z_new = np.asarray(self._consistency(z, xd, p)).ravel()
+        misfit = math.inf
+        if np.all(np.isfinite(z_new)):
+            misfit = float(np.max(np.abs(np.asarray(self._algebraic(z_new, xd, p)).ravel())))
+        if not misfit <= 1e-6:
+            raise ConvergenceError(
+                "no consistent plant state after the parameter move: the Murphree organic would need "
+                "more metal than the stages hold (the lumped holdup model has no organic lag); ramp a "
+                "change of stage efficiency over hours or make it smaller",
+                details={"algebraic_residual": float(misfit)},
+            )
+        return z_new
 
     def consistent_state(self, z_guess: Array, p: Array, t_h: float = 0.0) -> PlantState:
         """A consistent state near ``z_guess``: inventories from ``z_guess``, then the algebraic
@@ -366,8 +391,9 @@ class DynamicModel:
         if not (math.isfinite(dt_h) and dt_h > 0.0):
             raise InputError(f"dt_h: {dt_h!r} must be a finite time > 0", field="dt_h")
         failures = None if max_failures is None else [0, max_failures]
+        pv = np.asarray(p, dtype=float)
         out = self._advance(
-            state.xd, state.z, np.asarray(p, dtype=float), 0.0, dt_h, [dt_h], depth=0, failures=failures
+            state.xd, self._algebraic_restart(state.xd, state.z, pv), pv, 0.0, dt_h, [dt_h], depth=0, failures=failures
         )
         _, xd, z = out[-1]
         return PlantState(state.t_h + dt_h, xd, z)
@@ -458,6 +484,7 @@ class DynamicModel:
             for t, idx, value in events:
                 if abs(t - a) < 1e-12 or (a == 0.0 and t <= 0.0):
                     pv[idx] = value
+            z = self._algebraic_restart(xd, z, pv)
             grid = [t for t in report if a < t <= b + 1e-12]
             if not grid or abs(grid[-1] - b) > 1e-9:
                 grid.append(b)

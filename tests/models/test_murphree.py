@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.errors import SpecError
+from models.dynamics import DynamicModel, DynamicOptions, Move
+from models.errors import ConvergenceError, SpecError
 from models.flowsheet import build_flowsheet
 from models.sensitivity import SensitivityAnalysis
 from models.spec import parse_spec
@@ -112,3 +113,25 @@ def test_out_of_range_efficiency_is_refused_naming_the_field(bad: float) -> None
     with pytest.raises(SpecError) as err:
         parse_spec(_spec(PLANTS / "tb_dy.toml", stage_efficiency=bad))
     assert "stage_efficiency" in str(err.value)
+
+
+def test_a_ramped_efficiency_drop_heads_to_its_steady_state(tb_dy_murphree) -> None:
+    """0.9 -> 0.85 over 4 h: the Tb cut gets less pure, towards the steady state at 0.85."""
+    fs, solver, res = tb_dy_murphree
+    name = "TbDy.stage_efficiency"
+    run = DynamicModel(fs, DynamicOptions(output_interval_h=12.0)).simulate(
+        res.z, 96.0, moves=[Move(name, 2.0, 0.85, ramp_h=4.0)]
+    )
+    target = solver.solve(fs.parameter_vector({name: 0.85}), z0=res.z).product("Tb_cut").purity
+    purity = run.product_purity["Tb_cut"]
+    assert target < purity[-1] < purity[0]
+    assert purity[0] - purity[-1] > 0.5 * (purity[0] - target)
+
+
+def test_an_instant_large_efficiency_step_is_refused_with_the_way_out(tb_dy_murphree) -> None:
+    """The Murphree row is algebraic: a sudden drop to 0.8 would need more metal in the organic
+    than the stages hold. The run stops with an error that says to ramp the change."""
+    fs, _, res = tb_dy_murphree
+    with pytest.raises(ConvergenceError) as err:
+        DynamicModel(fs).simulate(res.z, 6.0, moves=[Move("TbDy.stage_efficiency", 1.0, 0.8)])
+    assert "ramp" in str(err.value)
