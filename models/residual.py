@@ -21,6 +21,10 @@ implicit-Euler step of the holdup dynamics (pseudo-transient continuation). The 
 balances in logarithmic form are scaled by construction: every residual is a relative error,
 whatever the concentration (1 M of the main element or 1e-12 M of a trace).
 
+A circuit with a Murphree stage efficiency *E* has one more row per element and stage,
+:math:`R^\mathrm{M}_{ij} = \ln Y_{ij} - \ln\big((1 - E)\,O^\mathrm{in}_{ij}/G_j + E D_{ij} X_{ij}\big)`,
+for its unknown :math:`u_{ij} = \ln Y_{ij} - \ln(D_{ij} X_{ij})` (docs/model.md, section 3).
+
 The Jacobian is assembled exactly from the stage functions' AD Jacobians (:mod:`models.stage`)
 and the linear stream links, as a SciPy CSC matrix. :func:`symbolic_residual` builds the same
 equations as a CasADi MX graph for AD uses (sensitivities, optimisation, dynamics); a test
@@ -522,8 +526,8 @@ class _BufferedFunction:
 
 def symbolic_stage_values(fs: Flowsheet, z: ca.MX, p: ca.MX) -> list[tuple[ca.MX, ca.MX, ca.MX, ca.MX, ca.MX]]:
     """Per circuit, the stage model on symbolic unknowns ``z`` and parameters ``p``: ``(ln x, ln D,
-    acid, extractant residual, ln y)``, each (rows, stages); ln y is ln x + ln D for equilibrium
-    stages, plus the unknown departure from equilibrium ``u`` of Murphree stages. Shared by the symbolic residual, the
+    acid, extractant residual, ln y)``, each (rows, stages); ln y is ln x + ln D, plus the
+    departure from equilibrium ``u`` in Murphree stages. Shared by the symbolic residual, the
     dynamic model and the optimiser's NLP so that the three use one set of equations."""
     out = []
     for lay in fs.circuits:
