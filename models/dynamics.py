@@ -55,6 +55,10 @@ Array = npt.NDArray[np.float64]
 log = logging.getLogger(__name__)
 
 
+CONSISTENCY_TOL = 1e-6
+"""Largest algebraic residual accepted when a Murphree circuit's stage unknowns are re-solved
+after a parameter move (ln units and scaled balances)."""
+
 @dataclass(frozen=True)
 class Move:
     """A change of one parameter (manipulated variable or disturbance) at a plant time.
@@ -358,7 +362,7 @@ class DynamicModel:
         misfit = math.inf
         if np.all(np.isfinite(z_new)):
             misfit = float(np.max(np.abs(np.asarray(self._algebraic(z_new, xd, p)).ravel())))
-        if not misfit <= 1e-6:
+        if not misfit <= CONSISTENCY_TOL:
             raise ConvergenceError(
                 "no consistent plant state after the parameter move: the Murphree organic would need "
                 "more metal than the stages hold (the lumped holdup model has no organic lag); ramp a "

@@ -22,8 +22,8 @@ import casadi as ca
 
 from models.elements import element
 from models.flowsheet import Flowsheet
+from models.residual import symbolic_stage_ln_y
 from models.spec import ProductSpec
-from models.stage import StageModel
 
 __all__ = ["SPEC_TOL", "ProductKpis", "meets"]
 
@@ -61,11 +61,7 @@ class ProductKpis:
         if outlet.phase == "aq":
             conc = ca.exp(ln_x)
         else:
-            c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
-            t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
-            delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
-            ln_d, _, _ = StageModel(lay).values(zk, c_ha, t_k, delta)
-            conc = ca.exp(ln_x + ln_d + (zk[lay.y_start :] if lay.murphree else 0.0))
+            conc = ca.exp(symbolic_stage_ln_y(fs, lay, zk, p))
         weights = fs.flows_function(p)[0]
         return lay.elements, conc * weights[outlet.weight]
 

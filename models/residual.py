@@ -52,6 +52,7 @@ __all__ = [
     "murphree_efficiencies",
     "symbolic_murphree_rows",
     "symbolic_residual",
+    "symbolic_stage_ln_y",
     "symbolic_stage_values",
 ]
 
@@ -547,6 +548,17 @@ def murphree_efficiencies(lay: CircuitLayout, efficiency: float) -> Array:
     """Per element of a Murphree circuit, the efficiency its organic reaches equilibrium with:
     the circuit's for every metal, 1 for the Na of saponification (docs/model.md, section 3)."""
     return np.array([1.0 if s == "Na" else efficiency for s in lay.elements])
+
+
+def symbolic_stage_ln_y(fs: Flowsheet, lay: CircuitLayout, zk: ca.MX, p: ca.MX) -> ca.MX:
+    """ln of the organic leaving one stage of ``lay``, from that stage's unknowns ``zk``: ln x + ln D,
+    plus the departure from equilibrium ``u`` in a Murphree circuit (an outlet, an organic assay)."""
+    c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
+    t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
+    delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
+    ln_d, _, _ = StageModel(lay).values(zk, c_ha, t_k, delta)
+    ln_y = zk[: lay.n_el] + ln_d
+    return ln_y + zk[lay.y_start :] if lay.murphree else ln_y
 
 
 def symbolic_murphree_rows(

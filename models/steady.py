@@ -288,13 +288,12 @@ def startup_state(fs: Flowsheet, p: Array) -> Array:
     for _ in range(3):
         for st in res.local(z, p, jacobian=False):
             lay = st.lay
-            stage_base = lay.offset + np.arange(lay.n_stages) * lay.nv
             if not lay.has_f:
                 continue
             c_d = 0.5 * pv[f"{lay.name}.extractant_mol_per_l"]
             used = np.array(lay.system.dimers_per_ion(lay.elements)) @ st.y
             f = np.maximum(c_d - used, 1e-6 * c_d)
-            z[stage_base + lay.n_el + 1] = np.log(f)
+            z[lay.offset + np.arange(lay.n_stages) * lay.nv + lay.n_el + 1] = np.log(f)
     return z  # a Murphree organic starts at equilibrium (u = 0)
 
 
@@ -394,7 +393,7 @@ class SteadySolver:
                 nodes = b + np.arange(st.lay.n_stages)
                 rows.append(nodes)
                 cols.append(nodes)
-                vals.append(fv.l_out[c] + fv.g_out[c] * np.exp(st.ln_y[i] - st.z[i]))
+                vals.append(fv.l_out[c] + fv.g_out[c] * np.exp(st.ln_y_eq[i] - st.z[i]))
                 rhs[nodes] = fv.fresh_aq[c][i] + fv.fresh_org[c][i] + FLOOR_MOL_PER_H
             for g in self.residual.groups:
                 if g.target not in base or g.source not in base:
@@ -405,7 +404,7 @@ class SteadySolver:
                 src = states[g.source]
                 i_src = int(g.src_el[k[0]])
                 w = fv.weights[g.weight]
-                factor = 1.0 if g.phase == "aq" else np.exp(src.ln_y[i_src, g.src_stage] - src.z[i_src, g.src_stage])
+                factor = 1.0 if g.phase == "aq" else np.exp(src.ln_y_eq[i_src, g.src_stage] - src.z[i_src, g.src_stage])
                 rows.append(base[g.target] + g.tgt_stage)
                 cols.append(base[g.source] + g.src_stage)
                 vals.append(-w * factor)

@@ -57,7 +57,7 @@ from models.dynamics import DynamicModel, PlantState
 from models.elements import element
 from models.errors import ConvergenceError, InputError
 from models.flowsheet import Flowsheet
-from models.residual import Residual, symbolic_residual
+from models.residual import Residual, symbolic_residual, symbolic_stage_ln_y
 from models.spec import InstrumentSpec
 from models.stage import StageModel
 from models.steady import SteadySolver
@@ -472,12 +472,8 @@ class Estimator:
             assert ch.element is not None
             i = lay.elements.index(ch.element)
             ln_c = zk[i]
-            if ch.phase == "organic":
-                c_ha = p[fs.parameters.index(f"{lay.name}.extractant_mol_per_l")]
-                t_k = p[fs.parameters.index(f"{lay.name}.temperature_k")]
-                delta = ca.vertcat(*[p[fs.parameters.index(f"{lay.name}.ln_d_offset.{s}")] for s in lay.elements])
-                ln_d, _, _ = StageModel(lay).values(zk, c_ha, t_k, delta)
-                ln_c = ln_c + ln_d[i]
+            if ch.phase == "organic":  # the organic leaving the stage (Murphree: not at equilibrium)
+                ln_c = symbolic_stage_ln_y(fs, lay, zk, p)[i]
             out.append(ln_c + math.log(element(ch.element).atomic_weight_g_per_mol))
         h = ca.vertcat(*out) if out else ca.MX.zeros(0, 1)
         return ca.Function("measure", [z, p], [h, ca.jacobian(h, z), ca.jacobian(h, p)])

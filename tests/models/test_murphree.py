@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import casadi as ca
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ from models.dynamics import DynamicModel, DynamicOptions, Move
 from models.errors import ConvergenceError, SpecError
 from models.flowsheet import build_flowsheet
 from models.optimisation import Objective, OptimisationOptions, SetpointOptimiser
+from models.residual import symbolic_stage_ln_y
 from models.sensitivity import SensitivityAnalysis
 from models.spec import parse_spec
 from models.steady import SteadySolver
@@ -152,3 +154,18 @@ def test_setpoints_optimised_on_a_murphree_plant_hold_on_an_independent_resolve(
     for product in check.products:
         assert product.purity >= product.purity_min - 1e-7, product
         assert product.purity == pytest.approx(result.optimum.kpi(product.name).purity, abs=1e-7)
+
+
+def test_the_organic_of_one_stage_is_the_organic_the_residual_uses(tb_dy_murphree) -> None:
+    """``symbolic_stage_ln_y`` (outlets' KPIs, organic assays of the estimator) gives every
+    stage's ln y as the residual has it: the Murphree organic, not the equilibrium one."""
+    fs, solver, res = tb_dy_murphree
+    p = fs.parameter_vector()
+    lay = fs.circuits[0]
+    st = solver.residual.local(res.z, p, jacobian=False)[0]
+    zk, ps = ca.MX.sym("zk", lay.nv), ca.MX.sym("p", p.size)
+    ln_y = ca.Function("ln_y", [zk, ps], [symbolic_stage_ln_y(fs, lay, zk, ps)])
+    blocks = res.z.reshape(lay.n_stages, lay.nv)
+    got = np.column_stack([np.asarray(ln_y(blocks[j], p)).ravel() for j in range(lay.n_stages)])
+    assert np.max(np.abs(got - st.ln_y)) < 1e-12
+    assert np.max(np.abs(st.ln_y - st.ln_y_eq)) > 0.1  # at E = 0.9 the organic is off equilibrium

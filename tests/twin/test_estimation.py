@@ -369,3 +369,26 @@ def test_the_stage_efficiency_is_estimated_where_the_spec_has_one() -> None:
     assert err <= 0.1
     assert cover >= 0.9
     assert 1.0 + snap.parameters["TbDy.stage_efficiency_change"] == pytest.approx(0.9, abs=0.02)
+
+
+def test_an_organic_assay_of_a_murphree_stage_reads_the_organic_leaving_it() -> None:
+    """The estimator's model of an organic analyser on a Murphree circuit is the organic that
+    leaves the stage (not the one at equilibrium with its aqueous), in g/L."""
+    data = tomllib.loads((PLANTS / "tb_dy.toml").read_text())
+    data["circuits"][0]["stage_efficiency"] = 0.9
+    data["instruments"].append(
+        {
+            "tag": "AI-199", "kind": "analyser", "circuit": "TbDy", "stage": 60, "phase": "organic",
+            "elements": ["Tb", "Dy"], "unit": "g/L", "range_min": 0.0, "range_max": 100.0, "noise_rel": 0.02,
+        }
+    )
+    fs = build_flowsheet(parse_spec(data))
+    s0 = SteadySolver(fs).solve()
+    p = fs.parameter_vector()
+    est = Estimator(fs, s0.z, p)
+    h = np.asarray(est._measure(s0.z, p)[0]).ravel()
+    res = Residual(fs)
+    for k, ch in enumerate(est.channels):
+        if ch.phase == "organic":
+            assert h[k] == pytest.approx(math.log(reading(res, fs, s0.z, p, ch)), abs=1e-10), ch.tag
+    assert sum(ch.phase == "organic" for ch in est.channels) == 2
