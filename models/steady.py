@@ -21,6 +21,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from models._banded import BlockPlan, factorise
 from models.elements import reo_purity
 from models.errors import ConvergenceError, InputError
 from models.flowsheet import Flowsheet
@@ -96,6 +97,11 @@ class SteadyOptions:
         Factor on the step after a continuation step that converged in few iterations.
     max_steps
         Continuation steps before giving up.
+    linear_solver
+        ``"band"``: the pseudo-time steps of a cold start use a LAPACK band LU per circuit with a
+        Woodbury border, circuits in feed order (models/_banded.py; SuperLU where the flowsheet
+        does not allow it), steady Newton solves SuperLU; ``"superlu"``: SciPy's SuperLU with the
+        natural order throughout (the baseline of benchmarks/linear_solver.py).
     """
 
     tol: float = 1e-11
@@ -104,6 +110,14 @@ class SteadyOptions:
     dt_max_h: float = 1e6
     growth: float = 10.0
     max_steps: int = 300
+    linear_solver: Literal["band", "superlu"] = "band"
+
+    def __post_init__(self) -> None:
+        if self.linear_solver not in ("band", "superlu"):
+            raise InputError(
+                f"linear_solver: {self.linear_solver!r} is not a linear solver; allowed: 'band', 'superlu'",
+                field="linear_solver",
+            )
 
 
 @dataclass(frozen=True)
@@ -319,6 +333,21 @@ class SteadySolver:
                 cap[base : base + 1 + int(lay.has_f)] = 3.0
         self._step_cap = cap
 
+    def _lu_plan(self, jac: sp.csc_matrix) -> BlockPlan | None:
+        """How the Jacobian is factorised (models/_banded.py): per circuit a band LU plus a border,
+        circuits in feed order; built for the Jacobian's fixed pattern at its first use. None
+        (SuperLU) when the flowsheet is not block lower triangular or a border is too wide."""
+        if self.options.linear_solver == "superlu":
+            return None
+        cached = self.__dict__.get("_plan")
+        if cached is None or not (np.array_equal(cached[0], jac.indptr) and np.array_equal(cached[1], jac.indices)):
+            reach = 2 * max(lay.nv for lay in self.fs.circuits)  # a stage and its two neighbours
+            blocks = [(lay.offset, lay.size) for lay in self.fs.circuits]
+            plan = BlockPlan.build(jac.indices, jac.indptr, blocks, reach)
+            cached = (jac.indptr.copy(), jac.indices.copy(), plan)
+            self.__dict__["_plan"] = cached
+        return cached[2]
+
     # ---------------------------------------------------------------- prefill
     def prefill(self, z: Array, p: Array, fv: FlowValues, max_sweeps: int | None = None) -> Array:
         """Relax metal logs that are far from their local balance (Jacobi sweeps).
@@ -463,7 +492,10 @@ class SteadySolver:
                     break
                 _, jac = self.residual.evaluate(z, p, fv=fv, dt_h=dt_h, previous=previous)
                 try:
-                    lu = spla.splu(jac, permc_spec="NATURAL")
+                    # the band LU serves pseudo-time steps; a steady solve keeps SuperLU: with the
+                    # band LU the polished solutions moved in the last bits and two results at
+                    # the edge of their limits moved with them (docs/model.md, section 6)
+                    lu = factorise(jac, None if chord else self._lu_plan(jac))
                 except RuntimeError:
                     return z, False, it, norm
                 factorisations += 1
