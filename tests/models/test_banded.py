@@ -13,9 +13,10 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from models._banded import MAX_BORDER, BlockPlan, factorise
+from models.errors import InputError
 from models.flowsheet import build_flowsheet
 from models.spec import load_spec
-from models.steady import SteadySolver, startup_state
+from models.steady import SteadyOptions, SteadySolver, startup_state
 
 PLANTS = Path(__file__).resolve().parents[2] / "models" / "plants"
 
@@ -81,14 +82,19 @@ def test_plant_jacobians_factorise_like_superlu(plant: str) -> None:
     """Every example plant's Jacobian is factorised by the plan, one band per circuit, and solves
     as SuperLU does: pseudo-time steps of the cold start and (tb_dy) the steady one at its solution."""
     fs = build_flowsheet(load_spec(PLANTS / f"{plant}.toml"))
-    solver = SteadySolver(fs)
+    solver = SteadySolver(fs, SteadyOptions(linear_solver="band"))
     p = fs.parameter_vector()
     fv = solver.residual.flows(p)
     z = startup_state(fs, p)
     previous = solver.residual.holdups(solver.residual.local(z, p, jacobian=False), fv)
     cases = [(z, dt_h, previous) for dt_h in (0.1, 10.0, 1000.0)]
     if plant == "tb_dy":
-        cases.append((solver.solve(p).z, np.inf, None))
+        banded = solver.solve(p)
+        reference = SteadySolver(fs).solve(p)  # SuperLU throughout
+        assert banded.success
+        assert banded.iterations == reference.iterations
+        assert np.max(np.abs(banded.z - reference.z)) <= 1e-9
+        cases.append((banded.z, np.inf, None))
     rng = np.random.default_rng(5)
     for zc, dt_h, prev in cases:
         _, jac = solver.residual.evaluate(zc, p, fv=fv, dt_h=dt_h, previous=prev)
@@ -100,3 +106,8 @@ def test_plant_jacobians_factorise_like_superlu(plant: str) -> None:
         x_ref = spla.splu(jac, permc_spec="NATURAL").solve(rhs)
         assert np.max(np.abs(x - x_ref)) <= 1e-8 * np.max(np.abs(x_ref)), dt_h
         assert np.max(np.abs(jac @ x - rhs)) <= 1e-9 * np.max(np.abs(rhs)), dt_h
+
+
+def test_unknown_linear_solver_is_refused() -> None:
+    with pytest.raises(InputError, match="linear_solver"):
+        SteadyOptions(linear_solver="mumps")  # type: ignore[arg-type]
