@@ -9,9 +9,9 @@ Splitting J = B + U Vᵀ, with B the band and U the far entries of those k borde
     J⁻¹ b = y − W (I + W_b)⁻¹ y_b,   y = B⁻¹ b,   W = B⁻¹ U,
 
 where W_b and y_b are the rows of W and y at the border columns (Sherman-Morrison-Woodbury).
-LAPACK's band LU with partial pivoting (``dgbtrf``) is four times faster than SuperLU on a
-hree_refinery circuit (0.37 ms against 1.6 ms for 1134 unknowns, 28 November 2026), and the
-border adds k band solves.
+LAPACK's band LU with partial pivoting (``dgbtrf``) and the border's k band solves together
+take 1.5-1.7 times less than SuperLU with the natural order on the example plants'
+Jacobians (benchmarks/linear_solver.py).
 
 A flowsheet's circuits are numbered in feed order, and a circuit's balances involve only its own
 unknowns and those of the circuits that feed it, so the Jacobian is block lower triangular by
@@ -129,11 +129,10 @@ class BandPattern:
         if info != 0:
             raise RuntimeError(f"band LU: solve failed ({info})")
         cap = np.eye(k) + w[self.border, :]
-        try:
-            cap_lu = sla.lu_factor(cap, check_finite=True)
-        except (ValueError, np.linalg.LinAlgError) as exc:
-            raise RuntimeError(f"band LU: border is singular ({exc})") from exc
-        if not np.all(np.isfinite(cap_lu[0])) or np.min(np.abs(np.diag(cap_lu[0]))) == 0.0:
+        if not np.all(np.isfinite(cap)):
+            raise RuntimeError("band LU: border is singular (non-finite capacitance matrix)")
+        cap_lu = sla.lu_factor(cap, check_finite=False)
+        if np.min(np.abs(np.diag(cap_lu[0]))) == 0.0:
             raise RuntimeError("band LU: border is exactly singular")
         return _BorderedBandLU(self, lub, piv, w, cap_lu)
 
@@ -208,23 +207,27 @@ class BlockPlan:
         return cls(n, tuple(out), rows[low], cols[low], low)
 
     def factorise(self, data: Array) -> _BlockLU:
-        """Each block's band LU; raises ``RuntimeError`` when one is singular."""
+        """Each block's band LU and its rows of the links from upstream; raises ``RuntimeError``
+        when a block is singular."""
         lower = sp.csr_matrix((data[self.lower], (self.lower_rows, self.lower_cols)), shape=(self.n, self.n))
-        return _BlockLU(self, tuple(band.factorise(data[pos]) for _, _, band, pos in self.blocks), lower)
+        return _BlockLU(
+            self,
+            tuple(band.factorise(data[pos]) for _, _, band, pos in self.blocks),
+            tuple(lower[first : first + size] for first, size, _, _ in self.blocks),
+        )
 
 
 @dataclass(frozen=True)
 class _BlockLU:
     plan: BlockPlan
     lus: tuple[_BorderedBandLU, ...]
-    lower: sp.csr_matrix
+    links: tuple[sp.csr_matrix, ...]  # per block, its rows of the entries below the blocks
 
     def solve(self, rhs: Array) -> Array:
         x = np.zeros(self.plan.n)
-        for (first, size, _, _), lu in zip(self.plan.blocks, self.lus, strict=True):
+        for (first, size, _, _), lu, links in zip(self.plan.blocks, self.lus, self.links, strict=True):
             part = slice(first, first + size)
-            b = rhs[part] if first == 0 else rhs[part] - self.lower[part] @ x
-            x[part] = lu.solve(b)
+            x[part] = lu.solve(rhs[part] - links @ x if links.nnz else rhs[part])
         return x
 
 

@@ -337,18 +337,17 @@ class SteadySolver:
 
     def _lu_plan(self, jac: sp.csc_matrix) -> BlockPlan | None:
         """How the Jacobian is factorised (models/_banded.py): per circuit a band LU plus a border,
-        circuits in feed order; built for the Jacobian's fixed pattern at its first use. None
-        (SuperLU) when the flowsheet is not block lower triangular or a border is too wide."""
+        circuits in feed order; built at its first use (the Jacobian's pattern is fixed by the
+        flowsheet, models/residual.py). None (SuperLU) when the option says so, the flowsheet is
+        not block lower triangular or a border is too wide."""
         if self.options.linear_solver == "superlu":
             return None
-        cached = self.__dict__.get("_plan")
-        if cached is None or not (np.array_equal(cached[0], jac.indptr) and np.array_equal(cached[1], jac.indices)):
+        if "_plan" not in self.__dict__:
             reach = 2 * max(lay.nv for lay in self.fs.circuits)  # a stage and its two neighbours
             blocks = [(lay.offset, lay.size) for lay in self.fs.circuits]
-            plan = BlockPlan.build(jac.indices, jac.indptr, blocks, reach)
-            cached = (jac.indptr.copy(), jac.indices.copy(), plan)
-            self.__dict__["_plan"] = cached
-        return cached[2]
+            self.__dict__["_plan"] = BlockPlan.build(jac.indices, jac.indptr, blocks, reach)
+        plan: BlockPlan | None = self.__dict__["_plan"]
+        return plan
 
     # ---------------------------------------------------------------- prefill
     def prefill(self, z: Array, p: Array, fv: FlowValues, max_sweeps: int | None = None) -> Array:
