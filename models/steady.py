@@ -743,8 +743,9 @@ class SteadySolver:
         closable = self._equilibrium_efficiencies(pv) is None  # the closure needs equilibrium stages
         for lay in _feed_order(fs):
             stream = solved.get(lay.spec.feed)
-            reduce = stream is not None and closable and not lay.murphree
-            kept = _walked_elements(lay, stream) if reduce else lay.elements
+            kept = lay.elements
+            if stream is not None and closable and not lay.murphree:
+                kept = _walked_elements(lay, stream)
             sub, pmap = self._sub_solver(lay.name, kept)
             p_sub = sub.fs.parameter_vector()
             for i_sub, i_full in pmap:
