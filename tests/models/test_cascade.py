@@ -164,6 +164,22 @@ def test_assembled_jacobian_equals_casadi_ad(plant: str, request: pytest.Fixture
     assert_jacobian_equals_ad(fs, solver.residual, z, fs.parameter_vector())
 
 
+def test_inexact_pseudo_time_steps_find_the_tight_walks_solution_in_fewer_iterations(
+    tb_dy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each pseudo-time step is solved to a hundredth of its starting residual (PSEUDO_STEP_LOOSE):
+    the cold walk ends on the solution of a walk whose steps are all solved to 1e-9."""
+    import models.steady as steady
+
+    fs, _, inexact = tb_dy
+    monkeypatch.setattr(steady, "PSEUDO_STEP_LOOSE", 0.0)  # every step to PSEUDO_STEP_TOL
+    tight = SteadySolver(fs).solve()
+    assert tight.success, tight.message
+    assert inexact.method == tight.method == "pseudo-transient continuation + newton"
+    assert inexact.iterations < tight.iterations
+    np.testing.assert_allclose(inexact.z, tight.z, rtol=0.0, atol=1e-9)
+
+
 def test_cold_start_walks_without_upstream_traces_and_finds_the_same_state(monkeypatch: pytest.MonkeyPatch) -> None:
     """The second circuit of a pair walks without La, a trace of the first's strip liquor
     (TRACE_FEED_FRACTION); the closure and the final Newton give the state the full walk gives."""
