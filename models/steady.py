@@ -47,18 +47,19 @@ PSEUDO_STEP_TOL = 1e-9
 """The tightest tolerance of a pseudo-time step of the continuation (its implicit-Euler residual's
 max-norm); see ``PSEUDO_STEP_LOOSE``."""
 PSEUDO_STEP_LOOSE = 0.1
-PSEUDO_STEP_REDUCTION = 1e-2
+PSEUDO_STEP_REDUCTION = 0.1
 """A pseudo-time step is solved inexactly: it is converged once its residual is below
 ``max(PSEUDO_STEP_TOL, min(PSEUDO_STEP_LOOSE, PSEUDO_STEP_REDUCTION * r0))``, with ``r0`` the
 residual it started from. The walk only has to lead into the steady Newton's basin (the steady
 solve that ends it is converged to ``SteadyOptions.tol``). A fixed loose tolerance stalls the walk
 once the steady residual is below it (steps accepted after no iteration: at 0.1 GdTb ran out of
 its 300 steps at +9 % organic flow), hence the reduction factor. Measured on 28 November (fourth
-session): hree_refinery cold 1,143 to 812 iterations (2.49 to 1.94 s), tb_dy 457 to 341, the same
+session): hree_refinery cold 1,143 to 718 iterations (2.49 to 1.7 s), tb_dy 457 to 311, the same
 solutions; at nine other operating points of hree_refinery (flows and acids of every circuit
-moved) 25-45 % fewer iterations, no walk failed. Before, every step was solved to 1e-9; a fixed
-1e-4 saved 10-20 % but lost its way on a harder walk (the fallback from the tb_dy design to its
-margin optimum; docs/model.md, section 11)."""
+moved) 34-46 % fewer iterations, no walk failed. A reduction of 1e-2 or 3e-3 instead of 0.1: 812
+or 866 iterations. Before, every step was solved to 1e-9; a fixed 1e-4 saved 10-20 % but lost its
+way on a harder walk (the fallback from the tb_dy design to its margin optimum; docs/model.md,
+section 11)."""
 CHORD_CONTRACTION = 0.25
 """A steady Newton solve keeps its LU while each iteration divides the residual by 4 or more ..."""
 CHORD_BELOW = 1e-3
@@ -703,7 +704,7 @@ class SteadySolver:
         while steps < opts.max_steps:
             states = self.residual.local(z, pv, jacobian=False)
             prev = self.residual.holdups(states, fv)
-            # each step solved inexactly, to a hundredth of its starting residual (PSEUDO_STEP_LOOSE)
+            # each step solved inexactly, to a tenth of its starting residual (PSEUDO_STEP_LOOSE)
             z_new, ok, it, _ = self._newton(z, pv, fv, dt, prev, PSEUDO_STEP_TOL)
             iterations += it
             steps += 1

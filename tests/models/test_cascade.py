@@ -167,7 +167,7 @@ def test_assembled_jacobian_equals_casadi_ad(plant: str, request: pytest.Fixture
 def test_inexact_pseudo_time_steps_find_the_tight_walks_solution_in_fewer_iterations(
     tb_dy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each pseudo-time step is solved to a hundredth of its starting residual (PSEUDO_STEP_LOOSE):
+    """Each pseudo-time step is solved to a tenth of its starting residual (PSEUDO_STEP_LOOSE):
     the cold walk ends on the solution of a walk whose steps are all solved to 1e-9."""
     import models.steady as steady
 
