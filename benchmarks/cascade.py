@@ -557,7 +557,7 @@ def render(rows: list[Row], opts: argparse.Namespace, started: float, load: tupl
         f"strong {opts.strong_budget_s:g} s; converged = max|R| <= {ACCEPT_RESIDUAL:g}; "
         "'!' after a time = our solve did not succeed"
     )
-    out.append("no compiled code: CasADi SX virtual machine and SciPy SuperLU, so no first build to report")
+    out.append("no compiled code: CasADi SX virtual machine, LAPACK band LU, SciPy SuperLU: no first build to report")
     return "\n".join(out)
 
 

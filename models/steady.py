@@ -122,12 +122,11 @@ class SteadyOptions:
     max_steps
         Continuation steps before giving up.
     linear_solver
-        ``"superlu"`` (default): SciPy's SuperLU with the natural order; ``"band"``: the pseudo-time
-        steps of a cold start use a LAPACK band LU per circuit with a Woodbury border, circuits in
-        feed order (models/_banded.py; SuperLU where the flowsheet does not allow it), 8-9 %
-        faster cold solves with the same iterations. Not the default: the cold solution then
-        differs in its last bits, and three results at the edge of a limit move with it
-        (docs/model.md, section 6).
+        ``"band"`` (default): the pseudo-time steps of a cold start use a LAPACK band LU per
+        circuit with a Woodbury border, circuits in feed order (models/_banded.py; SuperLU where
+        the flowsheet does not allow it), 5-9 % faster cold solves with the same iterations;
+        steady Newton solves use SuperLU. ``"superlu"``: SciPy's SuperLU with the natural order
+        everywhere (docs/model.md, section 6).
     """
 
     tol: float = 1e-11
@@ -136,7 +135,7 @@ class SteadyOptions:
     dt_max_h: float = 1e6
     growth: float = 10.0
     max_steps: int = 300
-    linear_solver: Literal["band", "superlu"] = "superlu"
+    linear_solver: Literal["band", "superlu"] = "band"
 
     def __post_init__(self) -> None:
         if self.linear_solver not in ("band", "superlu"):
