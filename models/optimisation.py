@@ -1356,6 +1356,11 @@ class SetpointOptimiser:
             # elastic problem: which specs cannot be met, and how close can we get?
             sol_e, stats_e, violated = self._elastic_solve(args, lbg, ubg, phys)
             iterations += int(stats_e.get("iter_count", 0))
+            if not violated and not stats_e.get("success", False) and sol and not out_of_time():
+                log.info("elastic problem: %s; again from IPOPT's last iterate", stats_e.get("return_status"))
+                last = {**args, "x0": np.asarray(sol["x"]).ravel()}
+                sol_e, stats_e, violated = self._elastic_solve(last, lbg, ubg, phys, start_is_steady=False)
+                iterations += int(stats_e.get("iter_count", 0))
             if violated:
                 self._raise_infeasible(violated, sol_e, p_now)
             if stats_e.get("success", False):
@@ -1450,8 +1455,16 @@ class SetpointOptimiser:
         )
 
     def _elastic_solve(
-        self, args: Mapping[str, Any], lbg: Array, ubg: Array, phys: list[tuple[float | None, float | None]]
+        self,
+        args: Mapping[str, Any],
+        lbg: Array,
+        ubg: Array,
+        phys: list[tuple[float | None, float | None]],
+        start_is_steady: bool = True,
     ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """Solve the elastic problem from ``args["x0"]``; which inequality rows cannot be met, and by
+        how much. The start is reported instead of a worse elastic optimum only when it is a steady
+        state (``start_is_steady``: not so for an IPOPT iterate that stopped off the equality rows)."""
         solver, n_in = self._elastic
         nx = np.asarray(args["x0"]).size
         rows = slice(self._n_eq, self._n_eq + n_in)
@@ -1470,7 +1483,8 @@ class SetpointOptimiser:
         s_lo, s_hi = x[nx : nx + n_in], x[nx + n_in :]
         g = np.asarray(sol["g"]).ravel()[rows] - s_lo + s_hi  # the rows themselves, without their slacks
         x_best = x[:nx]
-        if stats.get("success", False) and float(np.sum(short_lo0 + short_hi0)) < float(np.sum(s_lo + s_hi)):
+        worse = float(np.sum(short_lo0 + short_hi0)) < float(np.sum(s_lo + s_hi))
+        if stats.get("success", False) and start_is_steady and worse:
             # the elastic solve ended in a worse local minimum than the start: report the start
             s_lo, s_hi, g, x_best = short_lo0, short_hi0, g0, np.asarray(args["x0"])
         violated: list[dict[str, Any]] = []

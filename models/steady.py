@@ -60,6 +60,14 @@ moved) 34-46 % fewer iterations, no walk failed. A reduction of 1e-2 or 3e-3 ins
 or 866 iterations. Before, every step was solved to 1e-9; a fixed 1e-4 saved 10-20 % but lost its
 way on a harder walk (the fallback from the tb_dy design to its margin optimum; docs/model.md,
 section 11)."""
+PSEUDO_ALPHA_MIN = 0.1
+"""A pseudo-time step's Newton gives up (and the step is retried a quarter as long) when its line
+search would take a step shorter than this: such a step has failed in nearly every case, after 12
+iterations and up to 11 trial residuals each. Measured on 28 November (fourth session, with the
+inexact steps): hree_refinery cold 717 to 666 iterations (1.63 to 1.38 s), tb_dy 311 to 285;
+at nine other operating points of hree_refinery 1-16 % fewer iterations, none failed. At 0.2 (one
+halving fewer allowed; measured with a step reduction of 1e-2, where 0 gave 812 and 341) 1,037
+and 360: a step that needs a damped iteration is then given up too early."""
 CHORD_CONTRACTION = 0.25
 """A steady Newton solve keeps its LU while each iteration divides the residual by 4 or more ..."""
 CHORD_BELOW = 1e-3
@@ -550,6 +558,8 @@ class SteadySolver:
                 if ok or (math.isfinite(phi) and alpha < 1e-3):
                     break
                 alpha *= 0.5
+                if not chord and alpha < PSEUDO_ALPHA_MIN:
+                    return z, False, it + 1, norm
             last = norm
             z, r = z_try, r_try
             norm = float(np.max(np.abs(r)))
