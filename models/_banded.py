@@ -209,25 +209,26 @@ class BlockPlan:
     def factorise(self, data: Array) -> _BlockLU:
         """Each block's band LU and its rows of the links from upstream; raises ``RuntimeError``
         when a block is singular."""
+        lus = tuple(band.factorise(data[pos]) for _, _, band, pos in self.blocks)
+        if self.lower.size == 0:  # one circuit, or circuits not linked: no sparse matrices to build
+            return _BlockLU(self, lus, (None,) * len(self.blocks))
         lower = sp.csr_matrix((data[self.lower], (self.lower_rows, self.lower_cols)), shape=(self.n, self.n))
-        return _BlockLU(
-            self,
-            tuple(band.factorise(data[pos]) for _, _, band, pos in self.blocks),
-            tuple(lower[first : first + size] for first, size, _, _ in self.blocks),
-        )
+        return _BlockLU(self, lus, tuple(lower[first : first + size] for first, size, _, _ in self.blocks))
 
 
 @dataclass(frozen=True)
 class _BlockLU:
     plan: BlockPlan
     lus: tuple[_BorderedBandLU, ...]
-    links: tuple[sp.csr_matrix, ...]  # per block, its rows of the entries below the blocks
+    links: tuple[sp.csr_matrix | None, ...]  # per block, its rows of the entries below the blocks
 
     def solve(self, rhs: Array) -> Array:
+        if len(self.lus) == 1:
+            return self.lus[0].solve(rhs)
         x = np.zeros(self.plan.n)
         for (first, size, _, _), lu, links in zip(self.plan.blocks, self.lus, self.links, strict=True):
             part = slice(first, first + size)
-            x[part] = lu.solve(rhs[part] - links @ x if links.nnz else rhs[part])
+            x[part] = lu.solve(rhs[part] - links @ x if links is not None and links.nnz else rhs[part])
         return x
 
 
