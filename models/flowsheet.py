@@ -77,38 +77,38 @@ class CircuitLayout:
     organic_fed: bool
     spec: CircuitSpec = field(repr=False, compare=False)
 
-    @property
+    @cached_property
     def n_stages(self) -> int:
         """Total stages."""
         return self.n_extraction + self.n_scrub + self.n_strip
 
-    @property
+    @cached_property
     def n_el(self) -> int:
         """Number of elements."""
         return len(self.elements)
 
-    @property
+    @cached_property
     def has_f(self) -> bool:
         """True when free extractant is an unknown (mass action)."""
         return self.system.family is Family.MASS_ACTION
 
-    @property
+    @cached_property
     def murphree(self) -> bool:
         """True when the stages have a Murphree efficiency: the organic concentrations are unknowns."""
         return self.spec.stage_efficiency is not None
 
-    @property
+    @cached_property
     def y_start(self) -> int:
         """Position in a stage's block of the first organic unknown (Murphree stages only):
         ``u_i = ln y_i - ln(D_i x_i)``, the organic's departure from equilibrium."""
         return self.n_el + 1 + int(self.has_f)
 
-    @property
+    @cached_property
     def nv(self) -> int:
         """Unknowns per stage: ln x (n), ln h, [ln f], [u = ln y - ln D x (n), Murphree stages]."""
         return self.y_start + (self.n_el if self.murphree else 0)
 
-    @property
+    @cached_property
     def size(self) -> int:
         """Unknowns in this circuit."""
         return self.nv * self.n_stages

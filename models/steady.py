@@ -297,11 +297,12 @@ class SteadyResult:
         raise KeyError(name)
 
 
-def startup_state(fs: Flowsheet, p: Array) -> Array:
+def startup_state(fs: Flowsheet, p: Array, residual: Residual | None = None) -> Array:
     """A start-up state: barren organic, stages filled with their section's acid, traces of metal.
 
     Metals start at 1e-6 of the circuit's feed-stage concentration estimate so that every
-    logarithm is defined; free extractant at its total (barren organic).
+    logarithm is defined; free extractant at its total (barren organic). ``residual``: the
+    flowsheet's residual when the caller has one (built otherwise).
     """
     z = np.zeros(fs.n_unknowns)
     pv = {n: p[i] for i, n in enumerate(fs.parameters.names)}
@@ -329,9 +330,7 @@ def startup_state(fs: Flowsheet, p: Array) -> Array:
             if lay.has_f:
                 z[base + lay.n_el + 1] = math.log(0.5 * pv[f"{c.name}.extractant_mol_per_l"])
     # make the free extractant consistent with the (trace) loading: f = C_HA/2 - sum s_i y_i
-    from models.residual import Residual  # local: the residual module imports this one's users
-
-    res = Residual(fs)
+    res = residual or Residual(fs)
     for _ in range(3):
         for st in res.local(z, p, jacobian=False):
             lay = st.lay
@@ -634,7 +633,7 @@ class SteadySolver:
                 z0 = z_seq
         if not success and continuation:
             method = "pseudo-transient continuation + newton"
-            start = np.array(z0, dtype=float) if z0 is not None else startup_state(self.fs, pv)
+            start = np.array(z0, dtype=float) if z0 is not None else startup_state(self.fs, pv, self.residual)
             z, success, it, st, norm = self._continuation(start, pv, fv)
             iterations += it
             steps += st
@@ -761,7 +760,7 @@ class SteadySolver:
         (:meth:`close_metal_balances`) gives every element's profile over the whole flowsheet
         with the walked distribution ratios, and the caller's steady Newton polishes all."""
         fs = self.fs
-        z = startup_state(fs, pv)
+        z = startup_state(fs, pv, self.residual)
         iterations = steps = 0
         solved: dict[str, StreamResult] = {}
         dropped = False
