@@ -24,7 +24,7 @@ import scipy.sparse.linalg as spla
 from models._banded import BlockPlan, factorise
 from models.elements import reo_purity
 from models.errors import ConvergenceError, InputError
-from models.flowsheet import Flowsheet
+from models.flowsheet import CircuitLayout, Flowsheet
 from models.kpi import meets
 from models.labelled import LabelledVector
 from models.provenance import RestsOn
@@ -93,8 +93,9 @@ TRACE_FEED_FRACTION = 1e-6
 elements below this fraction of the stream's metal (hree_refinery: 4 of 15 in GdTb, 6 in TbDy, 7
 in DyHo); they are added by the closure before the final Newton. At 1e-6 such an element moves
 the extractant's loading, and so any distribution ratio, by under a millionth. On 28 November
-this took the circuits' walks from 1,212 Newton iterations on 3.4 s to 1,190 on 2.3 s (1e-9 and
-1e-3 gave the same), the same solution to 1e-10 in z."""
+(fourth session, before the inexact steps) this took the circuits' walks from 1,212 Newton
+iterations to 1,142 and the cold solve from 3.66 s to 2.39 s (1e-9 and 1e-3 gave the same), the
+same solution to 2e-12 in z."""
 LN_FLOOR_START = math.log(1e-200)
 """Placeholder ln concentration of an element left out of a circuit's walk, before the closure."""
 NATURAL_MONOTONICITY = 0.25
@@ -979,7 +980,7 @@ class SteadySolver:
         )
 
 
-def _walked_elements(lay: Any, stream: StreamResult) -> tuple[str, ...]:
+def _walked_elements(lay: CircuitLayout, stream: StreamResult) -> tuple[str, ...]:
     """The elements of ``lay`` its cold walk tracks when fed by ``stream``: all but the traces of
     the stream (below ``TRACE_FEED_FRACTION`` of its metal), and Na where the circuit saponifies."""
     conc = stream.composition_mol_per_l
