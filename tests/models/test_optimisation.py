@@ -203,6 +203,35 @@ def test_infeasible_spec_names_the_spec_and_how_close_it_gets(tb_dy) -> None:
     assert set(err.details["best_setpoints"]) == {v.name for v in opt.variables}
 
 
+def test_an_elastic_problem_that_stops_short_is_solved_again_from_ipopts_last_iterate(
+    tb_dy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the elastic problem runs out of iterations from the start (here: its first solve is
+    made to report IPOPT's iteration limit), it is solved again from where IPOPT stopped on the
+    original problem, and that proves the unreachable spec out of reach; the stopped iterate is
+    never reported as the best point."""
+    fs, solver, design = tb_dy
+    opt = SetpointOptimiser(fs, OptimisationOptions(objective=Objective.REAGENT), solver=solver)
+    real = opt._elastic_solve
+    calls: list[dict] = []
+
+    def stopped_first(args, lbg, ubg, phys, start_is_steady=True):
+        calls.append({"x0": np.asarray(args["x0"]).copy(), "start_is_steady": start_is_steady})
+        if len(calls) == 1:
+            return {"x": np.asarray(args["x0"])}, {"success": False, "iter_count": 0,
+                                                  "return_status": "Maximum_Iterations_Exceeded"}, []
+        return real(args, lbg, ubg, phys, start_is_steady)
+
+    monkeypatch.setattr(opt, "_elastic_solve", stopped_first)
+    with pytest.raises(InfeasibleError) as info:
+        opt.optimise(design.parameters.values, current=design, specs={"Dy2O3": {"purity_min": 0.99999}})
+    assert len(calls) == 2
+    assert calls[0]["start_is_steady"]
+    assert not calls[1]["start_is_steady"]
+    assert not np.array_equal(calls[0]["x0"], calls[1]["x0"])  # IPOPT's last iterate, not the start
+    assert "Dy2O3 purity_min 0.99999 cannot be met" in info.value.message
+
+
 def test_economics_exclude_unpriced_oxalic_acid_or_use_a_given_price(tb_dy) -> None:
     fs, _, design = tb_dy
     z, p = design.z, design.parameters.values
