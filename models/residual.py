@@ -124,6 +124,19 @@ class _LinkGroup:
         """Broadcast (element, stage) indices of the target block, for ``np.add.at``."""
         return self.tgt_el[:, None], np.broadcast_to(self.tgt_stage, (len(self.tgt_el), len(self.tgt_stage)))
 
+    @cached_property
+    def distinct_targets(self) -> bool:
+        """Every link of the group enters a different target stage: contributions can be added by
+        fancy indexing (several times faster than ``np.add.at``, which must allow repeats)."""
+        return bool(np.unique(self.tgt_stage).size == self.tgt_stage.size)
+
+    def add_to(self, total: Array, contribution: Array) -> None:
+        """Add the (element, stage) ``contribution`` into the target block of ``total``."""
+        if self.distinct_targets:
+            total[self.tgt_ix] += contribution
+        else:
+            np.add.at(total, self.tgt_scatter, contribution)
+
 
 @dataclass(frozen=True)
 class _CscPattern:
@@ -151,8 +164,8 @@ class _CscPattern:
     def matrix(self, values: Array) -> sp.csc_matrix:
         """The CSC matrix with ``values`` given in the COO order of :meth:`from_coo`."""
         data = np.zeros(self.indices.size)
-        if self.duplicates:
-            np.add.at(data, self.position, values)
+        if self.duplicates:  # summed in COO order, as np.add.at would (bincount is faster)
+            data = np.asarray(np.bincount(self.position, weights=values, minlength=self.indices.size), dtype=float)
         else:
             data[self.position] = values
         jac = sp.csc_matrix((data, self.indices, self.indptr), shape=(self.n, self.n))
@@ -232,7 +245,9 @@ class Residual:
             for fn in (st.values, st.values_and_jacobians):
                 args = fn.sx_in()
                 dense = ca.Function(f"{fn.name()}_dense", args, [ca.densify(e) for e in fn(*args)])
-                pair.append(_BufferedFunction.of(dense.map(lay.n_stages)))
+                # the stage's unknowns are stacked per stage; the parameters are passed once
+                shared = [False] + [True] * (len(args) - 1)
+                pair.append(_BufferedFunction.of(dense.map(lay.n_stages, shared, [False] * dense.n_out())))
             out.append((pair[0], pair[1]))
         return tuple(out)
 
@@ -259,7 +274,7 @@ class Residual:
         ):
             n, N, nv = lay.n_el, lay.n_stages, lay.nv
             zs = z[lay.offset : lay.offset + lay.size]
-            args = (zs, np.full(N, p[i_ha]), np.full(N, p[i_t]), np.tile(p[i_delta], N))
+            args = (zs, p[i_ha : i_ha + 1], p[i_t : i_t + 1], p[i_delta])
             r = (fns[1] if jacobian else fns[0])(*args)
             # outputs are column-major: (n, N) stage values and (n or 1, N*nv) stage Jacobians
             ln_d = np.ascontiguousarray(r[0].reshape(N, n).T)
@@ -337,12 +352,14 @@ class Residual:
             w = fv.weights[g.weight]
             conc = src.x if g.phase == "aq" else src.y
             contrib = conc[g.src_ix] * w
-            idx = g.tgt_scatter
-            np.add.at(flux_in[g.target], idx, contrib)
+            g.add_to(flux_in[g.target], contrib)
             if g.phase == "org":
-                np.add.at(org_in[g.target], idx, contrib)
+                g.add_to(org_in[g.target], contrib)
             elif g.carries_acid:
-                np.add.at(acid_in[g.target], g.tgt_stage, src.acid[g.src_stage] * w)
+                if g.distinct_targets:
+                    acid_in[g.target][g.tgt_stage] += src.acid[g.src_stage] * w
+                else:
+                    np.add.at(acid_in[g.target], g.tgt_stage, src.acid[g.src_stage] * w)
         build = jacobian and self._jac_pattern is None  # index arrays are needed only once
         res_parts = []
         murphree_parts: dict[int, tuple[Array, Array]] = {}  # per circuit: share of E D x, ln((1 - E)/(G A))
