@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from models import _assembly
 from models.flowsheet import CircuitLayout, Flowsheet
 from models.stage import StageModel
 
@@ -168,6 +169,10 @@ class _CscPattern:
             data = np.asarray(np.bincount(self.position, weights=values, minlength=self.indices.size), dtype=float)
         else:
             data[self.position] = values
+        return self.with_data(data)
+
+    def with_data(self, data: Array) -> sp.csc_matrix:
+        """The CSC matrix with ``data`` in the pattern's CSC order."""
         jac = sp.csc_matrix((data, self.indices, self.indptr), shape=(self.n, self.n))
         jac.has_canonical_format = True  # sorted, no duplicates: spares SciPy the checks
         return jac
@@ -176,8 +181,11 @@ class _CscPattern:
 class Residual:
     """Numeric residual and Jacobian of a flowsheet (fast path of the steady solver)."""
 
-    def __init__(self, flowsheet: Flowsheet) -> None:
+    def __init__(self, flowsheet: Flowsheet, *, compiled: bool = True) -> None:
         self.fs = flowsheet
+        # the compiled assembly (models/_assembly.py) serves flowsheets without Murphree stages
+        # once the Jacobian's pattern is known; the NumPy assembly below is the reference
+        self.compiled = compiled and not any(lay.murphree for lay in flowsheet.circuits)
         self.stages = tuple(StageModel(lay) for lay in flowsheet.circuits)
         groups: dict[tuple[int, int, str, bool], list[tuple[int, int, int]]] = {}
         for link in flowsheet.links:
@@ -186,7 +194,7 @@ class Residual:
             )
         self.groups: list[_LinkGroup] = []
         for (t, s, ph, acid), items in groups.items():
-            arr = np.array(items, dtype=np.int64)
+            arr = np.array(items, dtype=np.int64).T.copy()  # rows: target stage, source stage, weight
             t_els = flowsheet.circuits[t].elements
             s_els = flowsheet.circuits[s].elements
             pairs = [(i, s_els.index(e)) for i, e in enumerate(t_els) if e in s_els]
@@ -195,9 +203,9 @@ class Residual:
                     t,
                     s,
                     ph,
-                    arr[:, 0],
-                    arr[:, 1],
-                    arr[:, 2],
+                    arr[0],
+                    arr[1],
+                    arr[2],
                     np.array([a for a, _ in pairs], dtype=np.int64),
                     np.array([b for _, b in pairs], dtype=np.int64),
                     acid,
@@ -343,6 +351,8 @@ class Residual:
         inv_dt = 0.0 if not np.isfinite(dt_h) else 1.0 / dt_h
         if inv_dt > 0.0 and previous is None:
             raise ValueError("a transient step needs the previous holdups")
+        if self.compiled and (self._jac_pattern is not None or not jacobian):
+            return self._evaluate_compiled(states, fv, jacobian, inv_dt, previous)
         # fluxes in
         flux_in = [fv.fresh_aq[c] + fv.fresh_org[c] + FLOOR_MOL_PER_H for c in range(len(states))]
         org_in = [fv.fresh_org[c].copy() for c in range(len(states))]
@@ -507,6 +517,80 @@ class Residual:
             )
         assert self._jac_pattern is not None  # built above
         return res, self._jac_pattern.matrix(np.concatenate(jac_vals))
+
+    def _evaluate_compiled(
+        self,
+        states: tuple[CircuitState, ...],
+        fv: FlowValues,
+        jacobian: bool,
+        inv_dt: float,
+        previous: tuple[tuple[Array, Array], ...] | None,
+    ) -> tuple[Array, sp.csc_matrix | None]:
+        """:meth:`evaluate` by the compiled kernels of :mod:`models._assembly` (same equations,
+        same order of the Jacobian's entries as the NumPy assembly that built the pattern)."""
+        n_c = len(states)
+        flux_in = [fv.fresh_aq[c] + fv.fresh_org[c] + FLOOR_MOL_PER_H for c in range(n_c)]
+        org_in = [np.array(fv.fresh_org[c], dtype=float, order="C") for c in range(n_c)]
+        acid_in = [np.array(fv.fresh_acid[c], dtype=float) for c in range(n_c)]
+        for g in self.groups:
+            src = states[g.source]
+            w = fv.weights[g.weight]
+            conc = np.ascontiguousarray(src.x if g.phase == "aq" else src.y)
+            _assembly.add_link(flux_in[g.target], conc, g.tgt_el, g.src_el, g.tgt_stage, g.src_stage, w)
+            if g.phase == "org":
+                _assembly.add_link(org_in[g.target], conc, g.tgt_el, g.src_el, g.tgt_stage, g.src_stage, w)
+            elif g.carries_acid:
+                _assembly.add_acid_link(acid_in[g.target], src.acid, g.tgt_stage, g.src_stage, w)
+        res = np.empty(self.n)
+        per: list[tuple[Array, Array, Array, Array, Array]] = []  # per circuit: zt, ln_y, y, infl, ln_out
+        for c, st in enumerate(states):
+            lay = st.lay
+            zt = st.z.T  # (N, nv), C-contiguous: a view of z
+            ln_y = np.ascontiguousarray(st.ln_y)
+            y = np.ascontiguousarray(st.y)
+            if previous is not None:
+                m_old, q_old = previous[c]
+                infl = np.ascontiguousarray(flux_in[c] + inv_dt * m_old)
+            else:
+                infl, q_old = np.ascontiguousarray(flux_in[c]), np.zeros(lay.n_stages)
+            ln_out = np.empty((lay.n_el, lay.n_stages))
+            _assembly.circuit_residual(
+                res[lay.offset : lay.offset + lay.size].reshape(lay.n_stages, lay.nv),
+                zt, ln_y, y, st.acid, st.ext, infl, org_in[c], acid_in[c],
+                fv.l_out[c], fv.g_out[c], fv.v_aq[c], fv.v_org[c], q_old, self.release[c],
+                inv_dt, fv.acid_scale[c], lay.has_f, ln_out,
+            )  # fmt: skip
+            per.append((zt, ln_y, y, infl, ln_out))
+        if not jacobian:
+            return res, None
+        pattern = self._jac_pattern
+        assert pattern is not None  # built by the first (NumPy) evaluation
+        data = np.zeros(pattern.indices.size)
+        k = 0
+        for c, st in enumerate(states):
+            zt, ln_y, y, _, ln_out = per[c]
+            k = _assembly.circuit_jacobian(
+                data, pattern.position, k, zt, ln_y, y, ln_out, st.d_ln_y, st.d_acid, st.d_ext,
+                fv.l_out[c], fv.g_out[c], fv.v_aq[c], fv.v_org[c], self.release[c],
+                inv_dt, fv.acid_scale[c], st.lay.has_f,
+            )  # fmt: skip
+        for g in self.groups:
+            src = states[g.source]
+            w = fv.weights[g.weight]
+            infl = per[g.target][3]
+            if g.phase == "aq":
+                k = _assembly.aq_link_jacobian(
+                    data, pattern.position, k, infl, per[g.source][0], src.d_acid,
+                    g.tgt_el, g.src_el, g.tgt_stage, g.src_stage, w, g.carries_acid, fv.acid_scale[g.target],
+                )  # fmt: skip
+            else:
+                k = _assembly.org_link_jacobian(
+                    data, pattern.position, k, infl, per[g.source][2], src.d_ln_y, self.release[g.target][g.tgt_el],
+                    g.tgt_el, g.src_el, g.tgt_stage, g.src_stage, w, fv.acid_scale[g.target],
+                )  # fmt: skip
+        if k != pattern.position.size:
+            raise AssertionError(f"compiled assembly: {k} Jacobian entries for a pattern of {pattern.position.size}")
+        return res, pattern.with_data(data)
 
     @cached_property
     def n(self) -> int:
