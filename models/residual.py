@@ -249,13 +249,11 @@ class Residual:
         """Per circuit, the mapped stage functions with dense outputs (values; values and Jacobians)."""
         out = []
         for lay, st in zip(self.fs.circuits, self.stages, strict=True):
-            pair = []
-            for fn in (st.values, st.values_and_jacobians):
-                args = fn.sx_in()
-                dense = ca.Function(f"{fn.name()}_dense", args, [ca.densify(e) for e in fn(*args)])
-                # the stage's unknowns are stacked per stage; the parameters are passed once
-                shared = [False] + [True] * (len(args) - 1)
-                pair.append(_BufferedFunction.of(dense.map(lay.n_stages, shared, [False] * dense.n_out())))
+            # the stage's unknowns are stacked per stage; the parameters are passed once
+            pair = [
+                _BufferedFunction.of(fn.map(lay.n_stages, [False, True, True, True], [False] * fn.n_out()))
+                for fn in _dense_stage_functions(st)
+            ]
             out.append((pair[0], pair[1]))
         return tuple(out)
 
@@ -596,6 +594,26 @@ class Residual:
     def n(self) -> int:
         """Number of unknowns."""
         return self.fs.n_unknowns
+
+
+_DENSE_STAGE_FUNCTIONS: dict[tuple[str, tuple[str, ...], int], tuple[ca.Function, ca.Function]] = {}
+
+
+def _dense_stage_functions(st: StageModel) -> tuple[ca.Function, ca.Function]:
+    """A stage's functions (values; values and Jacobians) with dense outputs, built once per
+    process for each chemistry system, element list and stage size (the circuits of a flowsheet
+    and the solver's one-circuit sub-problems share them)."""
+    lay = st.layout
+    key = (repr(lay.system), lay.elements, lay.nv)
+    if key not in _DENSE_STAGE_FUNCTIONS:
+        pair = []
+        for fn in (st.values, st.values_and_jacobians):
+            args = fn.sx_in()
+            # common subexpressions merged (the elements' ln D share the acid and extractant
+            # terms): a quarter fewer instructions for the virtual machine, same arithmetic
+            pair.append(ca.Function(f"{fn.name()}_dense", args, [ca.densify(e) for e in fn(*args)], {"cse": True}))
+        _DENSE_STAGE_FUNCTIONS[key] = (pair[0], pair[1])
+    return _DENSE_STAGE_FUNCTIONS[key]
 
 
 @dataclass(frozen=True)
