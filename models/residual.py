@@ -339,13 +339,16 @@ class Residual:
         jacobian: bool = True,
         dt_h: float = np.inf,
         previous: tuple[tuple[Array, Array], ...] | None = None,
+        states: tuple[CircuitState, ...] | None = None,
     ) -> tuple[Array, sp.csc_matrix | None]:
         """Residual (and CSC Jacobian) at ``z``.
 
-        With a finite ``dt_h``: one implicit-Euler step from the ``previous`` holdups.
+        With a finite ``dt_h``: one implicit-Euler step from the ``previous`` holdups. ``states``:
+        :meth:`local` at ``z`` (with Jacobians when ``jacobian``) when the caller has it.
         """
         fv = fv or self.flows(p)
-        states = self.local(z, p, jacobian=jacobian)
+        if states is None:
+            states = self.local(z, p, jacobian=jacobian)
         inv_dt = 0.0 if not np.isfinite(dt_h) else 1.0 / dt_h
         if inv_dt > 0.0 and previous is None:
             raise ValueError("a transient step needs the previous holdups")

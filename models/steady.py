@@ -392,9 +392,9 @@ class SteadySolver:
         z = z.copy()
         sweeps = max_sweeps or (max(lay.n_stages for lay in self.fs.circuits) + 5)
         for _ in range(sweeps):
-            r, _ = self.residual.evaluate(z, p, fv=fv, jacobian=False)
-            changed = False
             states = self.residual.local(z, p, jacobian=False)
+            r, _ = self.residual.evaluate(z, p, fv=fv, jacobian=False, states=states)
+            changed = False
             for c, st in enumerate(states):
                 lay = st.lay
                 n, N, nv = lay.n_el, lay.n_stages, lay.nv
