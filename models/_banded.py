@@ -33,7 +33,6 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.linalg import lapack
@@ -142,7 +141,9 @@ class BandPattern:
         block[self.far_row_slot, self.far_slot] = data[self.far]
         if not np.all(np.isfinite(block)):
             raise RuntimeError("band LU: border is singular (non-finite entries)")
-        left, sv, vt = np.linalg.svd(block, full_matrices=False)
+        left, sv, vt, info = lapack.dgesdd(block, full_matrices=0)
+        if info != 0:
+            raise RuntimeError(f"band LU: border's singular value decomposition failed ({info})")
         rank = int(np.count_nonzero(sv > BORDER_RANK_TOL * sv[0])) if sv.size and sv[0] > 0.0 else 0
         if rank == 0:
             return _BorderedBandLU(self, lub, piv, np.empty((self.n, 0)), None, vt[:0])
@@ -155,9 +156,10 @@ class BandPattern:
         cap = np.eye(rank) + vt @ w[self.border, :]
         if not np.all(np.isfinite(cap)):
             raise RuntimeError("band LU: border is singular (non-finite capacitance matrix)")
-        cap_lu = sla.lu_factor(cap, check_finite=False)
-        if np.min(np.abs(np.diag(cap_lu[0]))) == 0.0:
+        cap_f, cap_piv, info = lapack.dgetrf(cap)
+        if info != 0:
             raise RuntimeError("band LU: border is exactly singular")
+        cap_lu = (cap_f, cap_piv)
         return _BorderedBandLU(self, lub, piv, w, cap_lu, vt)
 
 
@@ -177,7 +179,8 @@ class _BorderedBandLU:
             raise RuntimeError(f"band LU: solve failed ({info})")
         if self.cap_lu is None:
             return np.asarray(y)
-        return np.asarray(y - self.w @ sla.lu_solve(self.cap_lu, self.vt @ y[pat.border], check_finite=False))
+        c, info = lapack.dgetrs(self.cap_lu[0], self.cap_lu[1], self.vt @ y[pat.border])
+        return np.asarray(y - self.w @ c)
 
 
 @dataclass(frozen=True)
