@@ -59,6 +59,31 @@ def test_block_plan_solves_like_a_dense_solve(sizes: list[int]) -> None:
     np.testing.assert_allclose(x, np.linalg.solve(dense, rhs), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("rank", [0, 1, 3])
+def test_low_rank_border_uses_fewer_band_solves_and_solves_like_a_dense_solve(rank: int) -> None:
+    """The far block's rank (here 0, 1 or 3 of its 6 columns), not its width, sets the number of
+    band solves (models/_banded.py, BORDER_RANK_TOL); the solution is unchanged."""
+    rng = np.random.default_rng(5)
+    size, border = 90, 6
+    a = _banded_blocks(rng, [size], half=4, border=border, links=0).toarray()
+    a[:border, size - border :] = rng.normal(size=(border, rank)) @ rng.normal(size=(rank, border))
+    coo = sp.coo_matrix(a)
+    # the far entries stay in the pattern even where they are zero (rank 0), as in a plant
+    far_r, far_c = np.nonzero(np.ones((border, border)))
+    keep = ~((coo.row < border) & (coo.col >= size - border))
+    rows = np.concatenate([coo.row[keep], far_r])
+    cols = np.concatenate([coo.col[keep], far_c + size - border])
+    vals = np.concatenate([coo.data[keep], a[far_r, far_c + size - border]])
+    jac = sp.csc_matrix((vals, (rows, cols)), shape=(size, size))
+    plan = BlockPlan.build(jac.indices, jac.indptr, [(0, size)], reach=4)
+    assert plan is not None
+    assert plan.blocks[0][2].border.size == border
+    lu = plan.factorise(jac.data)
+    assert lu.lus[0].w.shape[1] == rank
+    rhs = rng.normal(size=size)
+    np.testing.assert_allclose(lu.solve(rhs), np.linalg.solve(a, rhs), rtol=1e-10, atol=1e-12)
+
+
 def test_block_plan_refuses_what_it_cannot_factorise() -> None:
     rng = np.random.default_rng(4)
     jac = _banded_blocks(rng, [50, 50], half=3, border=2, links=3).tolil()
