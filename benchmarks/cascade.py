@@ -377,6 +377,10 @@ def bench_plant(name: str, opts: argparse.Namespace) -> list[Row]:
         _progress(f"{name}: skipped, {spec.relative_to(ROOT)} not found")
         return []
     rows: list[Row] = []
+    # one untimed process first: it compiles what the caches of compiled code lack (the first
+    # run on a machine, reported apart), so that every timed process starts as later runs do
+    _progress(f"{name}: steady cold, untimed (fills the caches of compiled code)")
+    _spawn(["--child", "cold", "--spec", str(spec)], opts.child_timeout_s)
     colds = []
     for k in range(opts.repeats):
         _progress(f"{name}: steady cold {k + 1}/{opts.repeats} (fresh process)")
