@@ -180,7 +180,12 @@ class _CscPattern:
 
 
 class Residual:
-    """Numeric residual and Jacobian of a flowsheet (fast path of the steady solver)."""
+    """Numeric residual and Jacobian of a flowsheet (fast path of the steady solver).
+
+    ``compiled`` (default): assemble with the Numba kernels of :mod:`models._assembly` once the
+    Jacobian's pattern is known, unless a circuit has a Murphree efficiency; ``False`` keeps the
+    NumPy assembly throughout (the reference the tests compare with).
+    """
 
     def __init__(self, flowsheet: Flowsheet, *, compiled: bool = True) -> None:
         self.fs = flowsheet
