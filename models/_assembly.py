@@ -10,7 +10,7 @@ into the CSC data array at positions fixed by the pattern (:class:`models.residu
 The equations are those of the module docstring of :mod:`models.residual`, term for term, and
 :class:`~models.residual.Residual` keeps its NumPy assembly for the first evaluation (which
 builds the pattern) and for circuits with Murphree efficiencies; a test checks that the two
-agree to rounding on every example plant, steady and transient (tests/models/test_residual.py).
+agree to rounding on every example plant, steady and transient (tests/models/test_assembly.py).
 
 Shapes: ``zt`` is a circuit's unknowns as (stages, unknowns per stage); metal arrays are
 (elements, stages); stage Jacobians are (stages, rows, unknowns per stage). Compiled on first

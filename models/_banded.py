@@ -42,11 +42,11 @@ Array = npt.NDArray[np.float64]
 __all__ = ["MAX_BORDER", "BandPattern", "BlockPlan", "Factorisation", "factorise"]
 
 MAX_BORDER = 48
+"""Widest border (columns with entries outside the band) factorised as band + Woodbury; wider
+ones go to SuperLU. Each rank of the far block costs one band solve per factorisation."""
 BORDER_RANK_TOL = 1e-14
 """Singular values of the far block below this fraction of the largest are left out of the
 Woodbury update (the block's rounding level)."""
-"""Widest border (columns with entries outside the band) factorised as band + Woodbury; wider
-ones go to SuperLU. Each border column costs one band solve per factorisation."""
 
 
 class Factorisation(Protocol):
@@ -71,12 +71,11 @@ class BandPattern:
         Their positions in the flattened (column-major) LAPACK band array of ``2 kl + ku + 1`` rows.
     far
         Positions of the entries outside the band.
-    far_rows, far_slot
-        Their rows, and their column's slot in the border.
+    far_row_set, far_row_slot, far_slot
+        The rows holding far entries; each far entry's row's slot among them, and its column's
+        slot in the border.
     border
         The border columns.
-    far_row_set, far_row_slot
-        The rows holding far entries, and each far entry's row's slot among them.
     """
 
     n: int
@@ -85,11 +84,10 @@ class BandPattern:
     near: npt.NDArray[np.int64]
     ab_flat: npt.NDArray[np.int64]
     far: npt.NDArray[np.int64]
-    far_rows: npt.NDArray[np.int64]
-    far_slot: npt.NDArray[np.int64]
-    border: npt.NDArray[np.int64]
     far_row_set: npt.NDArray[np.int64]
     far_row_slot: npt.NDArray[np.int64]
+    far_slot: npt.NDArray[np.int64]
+    border: npt.NDArray[np.int64]
 
     @classmethod
     def from_csc(
@@ -110,6 +108,7 @@ class BandPattern:
         ldab = 2 * kl + ku + 1
         near = np.flatnonzero(inside)
         far = np.flatnonzero(~inside)
+        far_rows = np.unique(rows[far])
         return cls(
             n,
             kl,
@@ -117,11 +116,10 @@ class BandPattern:
             near,
             cols[near] * ldab + kl + ku + rows[near] - cols[near],
             far,
-            rows[far],
+            far_rows,
+            np.searchsorted(far_rows, rows[far]),
             np.searchsorted(border, cols[far]),
             border,
-            np.unique(rows[far]),
-            np.searchsorted(np.unique(rows[far]), rows[far]),
         )
 
     def factorise(self, data: Array) -> _BorderedBandLU:

@@ -133,11 +133,13 @@ class _LinkGroup:
         return bool(np.unique(self.tgt_stage).size == self.tgt_stage.size)
 
     def add_to(self, total: Array, contribution: Array) -> None:
-        """Add the (element, stage) ``contribution`` into the target block of ``total``."""
+        """Add the (element, stage) ``contribution`` into the target block of ``total``, or a
+        per-stage ``contribution`` into the target stages of a 1-D ``total`` (the acid)."""
+        per_stage = total.ndim == 1
         if self.distinct_targets:
-            total[self.tgt_ix] += contribution
+            total[self.tgt_stage if per_stage else self.tgt_ix] += contribution
         else:
-            np.add.at(total, self.tgt_scatter, contribution)
+            np.add.at(total, self.tgt_stage if per_stage else self.tgt_scatter, contribution)
 
 
 @dataclass(frozen=True)
@@ -189,8 +191,6 @@ class Residual:
 
     def __init__(self, flowsheet: Flowsheet, *, compiled: bool = True) -> None:
         self.fs = flowsheet
-        # the compiled assembly (models/_assembly.py) serves flowsheets without Murphree stages
-        # once the Jacobian's pattern is known; the NumPy assembly below is the reference
         self.compiled = compiled and not any(lay.murphree for lay in flowsheet.circuits)
         self.stages = tuple(StageModel(lay) for lay in flowsheet.circuits)
         groups: dict[tuple[int, int, str, bool], list[tuple[int, int, int]]] = {}
@@ -373,10 +373,7 @@ class Residual:
             if g.phase == "org":
                 g.add_to(org_in[g.target], contrib)
             elif g.carries_acid:
-                if g.distinct_targets:
-                    acid_in[g.target][g.tgt_stage] += src.acid[g.src_stage] * w
-                else:
-                    np.add.at(acid_in[g.target], g.tgt_stage, src.acid[g.src_stage] * w)
+                g.add_to(acid_in[g.target], src.acid[g.src_stage] * w)
         build = jacobian and self._jac_pattern is None  # index arrays are needed only once
         res_parts = []
         murphree_parts: dict[int, tuple[Array, Array]] = {}  # per circuit: share of E D x, ln((1 - E)/(G A))
